@@ -1,0 +1,20 @@
+#!/usr/bin/env python
+"""vif hook: called by XenServer's vif script on every VIF online/offline.
+
+    vif_rules.py online VIF [--network JSON]
+    vif_rules.py offline VIF
+"""
+
+import os
+import sys
+
+# The library sits beside this file in a checkout, in /usr/lib/vif-rules once installed.
+for _path in (os.path.dirname(os.path.abspath(__file__)), "/usr/lib/vif-rules"):
+    if os.path.isdir(os.path.join(_path, "vifrules")):
+        sys.path.insert(0, _path)
+        break
+
+from vifrules.cli import hook_main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(hook_main(sys.argv[1:]))

@@ -1,0 +1,137 @@
+"""Command lines over the engine: the vif hook and the host-rules init script.
+
+Errors become one line on stderr and the exit status of their kind.
+"""
+
+import sys
+
+from vifrules import config as config_module
+from vifrules.addresses import VifName, parse_interface_list, parse_nic
+from vifrules.compat import current_exception, json
+from vifrules.engine import Engine
+from vifrules.errors import InvalidArgument, NoNetworkData, VifRulesError
+from vifrules.log import syslog_logger
+
+HOOK_USAGE = """usage: vif_rules.py online|add VIF [--network JSON]
+       vif_rules.py offline|remove VIF
+VIF is vif<domid>.<devid> or tap<domid>.<devid>."""
+
+HOST_USAGE = "usage: host-rules start|stop|restart|status|check"
+
+APPLY_ACTIONS = ("online", "add")
+TEARDOWN_ACTIONS = ("offline", "remove")
+
+
+def _write(stream, text):
+    stream.write(text + "\n")
+    stream.flush()
+
+
+def parse_hook_args(argv):
+    """(action, VifName, network text or None); InvalidArgument on anything odd."""
+    positional = []
+    network = None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--network":
+            if i + 1 >= len(argv):
+                raise InvalidArgument("--network", "", "needs a JSON value")
+            network = argv[i + 1]
+            i += 2
+            continue
+        if arg.startswith("--network="):
+            network = arg[len("--network="):]
+        elif arg.startswith("-"):
+            raise InvalidArgument("argument", arg, "unknown option")
+        else:
+            positional.append(arg)
+        i += 1
+    if len(positional) != 2:
+        raise InvalidArgument("arguments", " ".join(argv), "expected ACTION VIF")
+    action = positional[0]
+    if action not in APPLY_ACTIONS + TEARDOWN_ACTIONS:
+        raise InvalidArgument("action", action, "expected online, add, offline or remove")
+    vif = VifName(positional[1])
+    if network is not None and action in TEARDOWN_ACTIONS:
+        raise InvalidArgument("--network", network[:80], "not used by " + action)
+    return action, vif, network
+
+
+def run_guarded(function, argv, stderr):
+    """Run function(argv); map our errors to a line on stderr and an exit status."""
+    try:
+        return function(argv)
+    except VifRulesError:
+        error = current_exception()
+        _write(stderr, "vif_rules: error: " + error.message())
+        return error.exit_status
+
+
+def hook_main(argv, stdout=None, stderr=None, lookup=None):
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    if argv[:1] in (["-h"], ["--help"]):
+        _write(stdout, HOOK_USAGE)
+        return 0
+
+    def hook(argv):
+        action, vif, network = parse_hook_args(argv)
+        cfg = config_module.load()
+        engine = Engine(cfg, syslog_logger("vif_rules"))
+        if action in TEARDOWN_ACTIONS:
+            result = engine.teardown_vif(vif)
+        else:
+            if network is None:
+                if lookup is None:
+                    raise NoNetworkData(vif.name, "no --network given and no XAPI lookup")
+                network = lookup(vif)
+            result = engine.apply_vif(vif, parse_nic(network))
+        _write(stdout, json.dumps(result, sort_keys=True))
+        return 0
+
+    return run_guarded(hook, argv, stderr)
+
+
+def host_rules_main(argv, stdout=None, stderr=None, checker=None):
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+
+    def host_rules(argv):
+        if len(argv) not in (1, 2) or argv[0] not in (
+                "start", "stop", "restart", "status", "check", "reload"):
+            raise InvalidArgument("action", " ".join(argv), HOST_USAGE)
+        action = argv[0]
+        trusted = None
+        if len(argv) == 2:
+            if action not in ("start", "restart", "reload"):
+                raise InvalidArgument("arguments", " ".join(argv), HOST_USAGE)
+            trusted = parse_interface_list(argv[1])
+        cfg = config_module.load()
+        engine = Engine(cfg, syslog_logger("host-rules"))
+        if action in ("start", "restart", "reload"):
+            result = engine.setup_host(trusted)
+            _write(stdout, "host-rules: default-drop rules in force; %d VIF(s) re-protected; "
+                   "trusted uplinks: %s" % (len(result["vifs"]),
+                                            " ".join(trusted or cfg.trusted_interfaces) or "none"))
+            return 0
+        if action == "stop":
+            engine.stop_host()
+            _write(stderr, "host-rules: WARNING: vif-rules is STOPPED. Guest isolation is OFF: "
+                   "every guest can now spoof addresses and see other guests' traffic.")
+            return 0
+        if action == "check":
+            if checker is None:
+                raise InvalidArgument("action", "check", "readiness check not available")
+            return checker(cfg, stdout)
+        status = engine.host_status()
+        if status["protected"]:
+            _write(stdout, "host-rules: protected; %d VIF(s) on record; trusted uplinks: %s"
+                   % (len(status["vifs"]), " ".join(status["trusted"]) or "none"))
+            return 0
+        _write(stdout, "host-rules: NOT protected:")
+        for item in status["missing"]:
+            _write(stdout, "  - " + item)
+        return 3  # LSB: program is not running
+
+    return run_guarded(host_rules, argv, stderr)

@@ -1,0 +1,135 @@
+"""The one configuration file, shared by the init script, the hook and the plugin.
+
+Format: sysconfig style KEY=value lines; '#' starts a comment; values may be
+quoted. The path is /etc/sysconfig/vif-rules unless VIF_RULES_CONF says else.
+"""
+
+import os
+import re
+
+from vifrules.addresses import parse_interface_list
+from vifrules.errors import ConfigError, InvalidArgument
+
+DEFAULT_PATH = "/etc/sysconfig/vif-rules"
+ENV_VAR = "VIF_RULES_CONF"
+
+# The dom0 defaults, used for every key the file leaves out.
+DEFAULTS = {
+    "IPTABLES": "iptables",
+    "IP6TABLES": "ip6tables",
+    "EBTABLES": "ebtables",
+    "ARPTABLES": "arptables",
+    "TRUSTED_INTERFACES": "",
+    "LOCK_FILE": "/var/lock/vif-rules.lock",
+    "LOCK_TIMEOUT": "60",
+    "STATE_DIR": "/var/run/vif-rules",
+    "PROC_SYS": "/proc/sys",
+    "XENSOURCE_NETWORK_CONF": "/etc/xensource/network.conf",
+}
+TOOL_KEYS = ("IPTABLES", "IP6TABLES", "EBTABLES", "ARPTABLES")
+RESTORE_KEYS = ("IPTABLES_RESTORE", "IP6TABLES_RESTORE", "EBTABLES_RESTORE",
+                "ARPTABLES_RESTORE")
+SAVE_KEYS = ("IPTABLES_SAVE", "IP6TABLES_SAVE", "EBTABLES_SAVE", "ARPTABLES_SAVE")
+KNOWN_KEYS = tuple(DEFAULTS.keys()) + RESTORE_KEYS + SAVE_KEYS
+
+_LINE = re.compile(r"^([A-Z][A-Z0-9_]*)=(.*)$")
+_COMMAND = re.compile(r"^[A-Za-z0-9_./+-]+$")
+
+
+def _unquote(value, path, number):
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        value = value[1:-1]
+    elif value[:1] in "\"'":
+        raise ConfigError(path, str(number), "unbalanced quote")
+    return value
+
+
+def read_file(path):
+    values = {}
+    try:
+        handle = open(path)
+    except IOError:
+        return values
+    try:
+        number = 0
+        for line in handle:
+            number += 1
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("export "):
+                line = line[len("export "):].strip()
+            match = _LINE.match(line)
+            if not match:
+                raise ConfigError(path, str(number), "expected KEY=value")
+            key = match.group(1)
+            if key not in KNOWN_KEYS:
+                raise ConfigError(path, str(number), "unknown key %s" % key)
+            values[key] = _unquote(match.group(2), path, number)
+    finally:
+        handle.close()
+    return values
+
+
+class Config(object):
+    def __init__(self, values=None, path=None):
+        merged = dict(DEFAULTS)
+        merged.update(values or {})
+        self.path = path
+        self.values = merged
+        for key in TOOL_KEYS + RESTORE_KEYS + SAVE_KEYS:
+            if key in merged and merged[key] and not _COMMAND.match(merged[key]):
+                raise ConfigError(path or "-", key, "not a command name: %r" % merged[key])
+        try:
+            self.trusted_interfaces = parse_interface_list(merged["TRUSTED_INTERFACES"])
+        except InvalidArgument:
+            raise ConfigError(path or "-", "TRUSTED_INTERFACES",
+                              "bad interface list %r" % merged["TRUSTED_INTERFACES"])
+        try:
+            self.lock_timeout = float(merged["LOCK_TIMEOUT"])
+        except ValueError:
+            raise ConfigError(path or "-", "LOCK_TIMEOUT", "not a number")
+
+    def get(self, key):
+        return self.values[key]
+
+    def tool(self, family):
+        """The command for a family: 'iptables', 'ip6tables', 'ebtables', 'arptables'."""
+        return self.values[family.upper()]
+
+    def _derived(self, family, suffix):
+        key = "%s_%s" % (family.upper(), suffix.upper())
+        configured = self.values.get(key)
+        if configured:
+            return configured
+        return "%s-%s" % (self.tool(family), suffix)
+
+    def restore_tool(self, family):
+        return self._derived(family, "restore")
+
+    def save_tool(self, family):
+        return self._derived(family, "save")
+
+    def enabled(self, family):
+        return bool(self.values[family.upper()])
+
+    @property
+    def state_dir(self):
+        return self.values["STATE_DIR"]
+
+    @property
+    def lock_file(self):
+        return self.values["LOCK_FILE"]
+
+
+def config_path(environ=None):
+    if environ is None:
+        environ = os.environ
+    return environ.get(ENV_VAR) or DEFAULT_PATH
+
+
+def load(path=None):
+    if path is None:
+        path = config_path()
+    return Config(read_file(path), path)

@@ -1,0 +1,281 @@
+"""The operations: set up the host, apply and tear down one VIF, reconcile.
+
+Every change runs under the lock and costs one batch-tool process per
+netfilter family, whatever the number of addresses.
+"""
+
+import os
+
+from vifrules import ruleset
+from vifrules.addresses import VifName
+from vifrules.errors import CommandFailed, HostNotReady
+from vifrules.render import Batch, parse_save, restore_text
+from vifrules.runner import Lock, locked, run
+from vifrules.state import StateDir
+
+
+class Engine(object):
+    def __init__(self, config, log=None):
+        self.config = config
+        self.state = StateDir(config.state_dir)
+        self.log = log or (lambda message: None)
+
+    def families(self):
+        return [f for f in ruleset.FAMILIES if self.config.enabled(f)]
+
+    def _lock(self):
+        return Lock(self.config.lock_file, self.config.lock_timeout)
+
+    # ------------------------------------------------------------ running
+
+    def _restore(self, batch):
+        if batch.is_empty():
+            return
+        run([self.config.restore_tool(batch.family), "--noflush"], restore_text(batch))
+
+    def _save(self, family):
+        return parse_save(run([self.config.save_tool(family)])[1])
+
+    # ------------------------------------------------------------ one VIF
+
+    def apply_vif(self, vif, nic):
+        """Protect vif with the addresses of nic, replacing whatever it had."""
+        return locked(self._lock(), self._apply_vif, vif, nic)
+
+    def _apply_vif(self, vif, nic):
+        previous = self.state.read(vif.name)
+        self.state.write(vif.name, nic)
+        vifs = self._vifs_with(vif)
+        try:
+            try:
+                for family in self.families():
+                    batch = Batch(family)
+                    batch.chains = ruleset.vif_chains(family, vif, nic)
+                    batch.chains.extend(ruleset.dispatch_path(family, vif, vifs)[0])
+                    self._restore(batch)
+            except CommandFailed:
+                # The base or a sibling chain is missing (a flush, a reboot
+                # without host-rules): rebuild the whole host once.
+                self.log("incremental apply of %s failed; reconciling the host" % vif)
+                self._reconcile(self.config.trusted_interfaces)
+        except Exception:
+            # Fail closed: the guest keeps no access rather than a half state.
+            self.state.remove(vif.name)
+            self._teardown_chains(vif, best_effort=True)
+            raise
+        self.log("applied %s mac=%s ipv4=%s ipv6=%s (was %s)" % (
+            vif, nic.mac, ",".join(nic.ipv4) or "-", ",".join(nic.ipv6) or "-",
+            previous and "protected" or "new"))
+        return {"vif": vif.name, "replaced": previous is not None}
+
+    def teardown_vif(self, vif):
+        return locked(self._lock(), self._teardown_vif, vif)
+
+    def _teardown_vif(self, vif):
+        known = self.state.read(vif.name) is not None
+        self.state.remove(vif.name)
+        self._teardown_chains(vif, best_effort=False)
+        self.log("tore down %s%s" % (vif, (not known and " (was not on record)") or ""))
+        return {"vif": vif.name, "was_protected": known}
+
+    def _teardown_chains(self, vif, best_effort):
+        vifs = self.state.names()
+        for family in self.families():
+            batch = Batch(family)
+            batch.chains, batch.delete = ruleset.dispatch_path(family, vif, vifs)
+            batch.delete = batch.delete + ruleset.vif_chain_names(vif.name)
+            try:
+                self._restore(batch)
+            except CommandFailed:
+                if not best_effort:
+                    raise
+
+    def _vifs_with(self, vif):
+        names = [v for v in self.state.names() if v.name != vif.name]
+        names.append(vif)
+        return names
+
+    # ------------------------------------------------------------ the host
+
+    def setup_host(self, trusted=None):
+        """Default-drop host rules plus every VIF on record; idempotent."""
+        if trusted is None:
+            trusted = self.config.trusted_interfaces
+        return locked(self._lock(), self._setup_host, trusted)
+
+    def _setup_host(self, trusted):
+        self._set_sysctls()
+        result = self._reconcile(trusted)
+        if self.config.enabled("arptables"):
+            self._setup_arptables(trusted)
+        self.log("host rules in force; trusted uplinks: %s" % (" ".join(trusted) or "none"))
+        return result
+
+    def _set_sysctls(self):
+        base = self.config.get("PROC_SYS")
+        for name in ruleset.host_sysctls():
+            path = os.path.join(base, name)
+            if not os.path.exists(path):
+                raise HostNotReady(path, "load the bridge module (modprobe bridge; "
+                                   "br_netfilter on kernels from 3.18)")
+            handle = open(path, "w")
+            try:
+                handle.write("1\n")
+            finally:
+                handle.close()
+
+    def _reconcile(self, trusted):
+        """Write the whole desired state in one batch per family; remove our
+        chains that are not desired (stale guests, old trie nodes)."""
+        vifs = self.state.names()
+        nics = {}
+        for vif in vifs:
+            nics[vif.name] = self.state.read(vif.name)
+        vifs = [v for v in vifs if nics[v.name] is not None]
+        report = {}
+        for family in self.families():
+            chains, jumps = self._save(family)[:2]
+            batch = Batch(family)
+            batch.chains = ruleset.host_chains(family, trusted)
+            batch.chains.extend(ruleset.dispatch_tree(family, vifs))
+            for vif in vifs:
+                batch.chains.extend(ruleset.vif_chains(family, vif, nics[vif.name]))
+            wanted = {}
+            for chain in batch.chains:
+                wanted[chain.name] = 1
+            batch.delete = [name for name in chains
+                            if ruleset.is_our_chain(name) and name not in wanted]
+            batch.delete.sort()
+            batch.policies = ruleset.builtin_policies(family)
+            for builtin, target in ruleset.builtin_hooks(family):
+                if (builtin, target) not in jumps:
+                    batch.insert_jumps.append((builtin, target))
+            self._restore(batch)
+            report[family] = {"removed": batch.delete,
+                              "hooked": ["%s->%s" % j for j in batch.insert_jumps]}
+        return {"vifs": [v.name for v in vifs], "families": report}
+
+    def _setup_arptables(self, trusted):
+        tool = self.config.tool("arptables")
+        listing = run([tool, "-L", "-n"])[1]
+        present = {}
+        for line in listing.splitlines():
+            if line.startswith("Chain "):
+                present[line.split()[1]] = 1
+        for name in (ruleset.BASE_FORWARD, ruleset.PORTS_OUT):
+            if name not in present:
+                run([tool, "-N", name])
+        for command in ruleset.arptables_commands(trusted):
+            run([tool] + list(command))
+        forward = run([tool, "-L", "FORWARD", "-n"])[1]
+        if ("-j " + ruleset.BASE_FORWARD) not in forward:
+            run([tool, "-I", "FORWARD", "1", "-j", ruleset.BASE_FORWARD])
+
+    def stop_host(self):
+        """Remove every rule of ours and open the forward path again."""
+        return locked(self._lock(), self._stop_host)
+
+    def _stop_host(self):
+        for family in self.families():
+            chains, jumps = self._save(family)[:2]
+            batch = Batch(family)
+            batch.policies = {"FORWARD": "ACCEPT"}
+            batch.remove_jumps = [j for j in jumps if ruleset.is_our_chain(j[1])
+                                  and j[0] in ("FORWARD", "INPUT", "OUTPUT")]
+            batch.delete = [n for n in chains if ruleset.is_our_chain(n)]
+            batch.delete.sort()
+            self._restore(batch)
+        if self.config.enabled("arptables"):
+            tool = self.config.tool("arptables")
+            run([tool, "-P", "FORWARD", "ACCEPT"])
+            while run([tool, "-D", "FORWARD", "-j", ruleset.BASE_FORWARD], check=False)[0] == 0:
+                pass
+            for name in (ruleset.BASE_FORWARD, ruleset.PORTS_OUT):
+                run([tool, "-F", name], check=False)
+            for name in (ruleset.BASE_FORWARD, ruleset.PORTS_OUT):
+                run([tool, "-X", name], check=False)
+        self.log("host rules removed: the forward path is OPEN")
+
+    # ------------------------------------------------------------ reporting
+
+    def host_status(self):
+        """What is in force, family by family; 'protected' is the verdict."""
+        missing = []
+        families = {}
+        for family in self.families():
+            try:
+                chains, jumps = self._save(family)[:2]
+            except CommandFailed:
+                missing.append("%s: cannot read the table" % family)
+                continue
+            policy = chains.get("FORWARD", "?")
+            hooks = ruleset.builtin_hooks(family)
+            hooked = [h for h in hooks if h in jumps]
+            if policy != "DROP":
+                missing.append("%s: FORWARD policy is %s, not DROP" % (family, policy))
+            for hook in hooks:
+                if hook not in hooked:
+                    missing.append("%s: no jump %s -> %s" % (family, hook[0], hook[1]))
+            protected = []
+            for vif in self.state.names():
+                if ruleset.vif_chain_name(ruleset.FROM, vif.name) in chains:
+                    protected.append(vif.name)
+                else:
+                    missing.append("%s: %s on record but its chains are gone" % (family, vif))
+            families[family] = {"forward_policy": policy, "vifs": len(protected)}
+        base = self.config.get("PROC_SYS")
+        for name in ruleset.host_sysctls():
+            value = _read_first_line(os.path.join(base, name))
+            if value != "1":
+                missing.append("sysctl %s is %s, not 1" % (name.replace("/", "."), value))
+        return {"protected": not missing, "missing": missing, "families": families,
+                "trusted": self.config.trusted_interfaces,
+                "vifs": [v.name for v in self.state.names()]}
+
+    def vif_status(self, vif):
+        nic = self.state.read(vif.name)
+        if nic is None:
+            return None
+        result = nic.to_dict()
+        result["vif"] = vif.name
+        result["dropped"] = self._drop_counters(vif)
+        return result
+
+    def _drop_counters(self, vif):
+        counts = {}
+        for family in self.families():
+            try:
+                text = run([self.config.save_tool(family), "-c"])[1]
+            except CommandFailed:
+                continue
+            for direction, label in ((ruleset.FROM, "from_guest"), (ruleset.TO, "to_guest")):
+                name = ruleset.vif_chain_name(direction, vif.name)
+                counts.setdefault(label, {})[family] = _final_drop_packets(text, name)
+        return counts
+
+
+def _final_drop_packets(save_text, chain):
+    """Packets counted by the closing '-j DROP' of chain in a 'save -c' dump."""
+    wanted = "-A %s -j DROP" % chain
+    for line in save_text.splitlines():
+        line = line.strip()
+        if line.endswith(wanted) and line.startswith("["):
+            return int(line[1:line.index(":")])
+        if line.startswith(wanted) and " -c " in line:
+            return int(line.split(" -c ")[1].split()[0])
+    return None
+
+
+def _read_first_line(path):
+    try:
+        handle = open(path)
+    except IOError:
+        return "missing"
+    try:
+        return handle.readline().strip()
+    finally:
+        handle.close()
+
+
+def vif_names(names):
+    return [VifName(n) for n in names]
