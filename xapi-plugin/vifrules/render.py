@@ -84,6 +84,6 @@ def parse_save(text):
         elif line.startswith("-A "):
             parts = line.split()
             rules.setdefault(parts[1], []).append(line)
-            if len(parts) == 5 and parts[3] == "-j":
-                jumps.append((parts[1], parts[4]))
+            if len(parts) == 4 and parts[2] == "-j":
+                jumps.append((parts[1], parts[3]))
     return chains, jumps, rules
