@@ -240,24 +240,30 @@ def trie_path(vif):
 
 
 def _node_chain(family, direction, node, kind, digits, vifs):
-    rules = []
+    """One trie node. RETURN from a guest's chain means 'allowed', and lands
+    back here, so each jump is followed by a RETURN with the same match; a
+    port no guest chain claims falls through to DROP (fail closed)."""
+    targets = []
     children = []
     for vif in vifs:
         if vif.kind != kind:
             continue
         if vif.domid == digits:
-            rules.append(port_match(family, direction, vif.name) +
-                         ("-j", vif_chain_name(direction, vif.name)))
+            targets.append((vif.name, vif_chain_name(direction, vif.name)))
         elif vif.domid.startswith(digits):
             child = node + vif.domid[len(digits)]
             if child not in children:
                 children.append(child)
     children.sort()
     for child in children:
-        rules.append(port_match(family, direction, child + "+") +
-                     ("-j", node_chain_name(direction, child)))
+        targets.append((child + "+", node_chain_name(direction, child)))
+    rules = []
+    for port, chain in targets:
+        match = port_match(family, direction, port)
+        rules.append(match + ("-j", chain))
+        rules.append(match + ("-j", "RETURN"))
     rules.append(("-j", "DROP"))
-    return Chain(node_chain_name(direction, node), "DROP", rules), bool(len(rules) > 1)
+    return Chain(node_chain_name(direction, node), "DROP", rules), bool(targets)
 
 
 def _sorted_vifs(vifs):

@@ -1,0 +1,37 @@
+import os
+import sys
+
+import pytest
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, TESTS)
+sys.path.insert(0, os.path.join(os.path.dirname(TESTS), "xapi-plugin"))
+
+import netbed  # noqa: E402
+
+_reason = []
+
+
+def bed_unavailable():
+    if not _reason:
+        _reason.append(netbed.available())
+    return _reason[0]
+
+
+@pytest.fixture
+def require_netns():
+    reason = bed_unavailable()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(params=["legacy", "nft"])
+def bed(request, tmp_path, require_netns):
+    with netbed.NetBed(str(tmp_path), backend=request.param) as test_bed:
+        yield test_bed
+
+
+@pytest.fixture
+def legacy_bed(tmp_path, require_netns):
+    with netbed.NetBed(str(tmp_path), backend="legacy") as test_bed:
+        yield test_bed
