@@ -320,7 +320,7 @@ class XapiStandin:
         self._procs = set()
         self._servers = []
         self._threads = []
-        self._removed_socket = False
+        self._socket_created = False
         self.calls = []          # [(transport, method, params without session)]
         self.plugin_calls = []   # [dict] one per host.call_plugin that ran
         self.pool = None
@@ -344,6 +344,7 @@ class XapiStandin:
             tcp.standin = self
             self._servers.append(tcp)
             uds = _UnixServer(self.socket_path, _Handler)
+            self._socket_created = True
             uds.standin = self
             self._servers.append(uds)
             self.port = tcp.server_address[1]
@@ -390,7 +391,8 @@ class XapiStandin:
             srv.server_close()        # joins the handler threads
         self._servers = []
         self._threads = []
-        if self.socket_path and os.path.exists(self.socket_path):
+        if self._socket_created and os.path.lexists(self.socket_path):
+            self._socket_created = False
             try:
                 if stat.S_ISSOCK(os.lstat(self.socket_path).st_mode):
                     os.unlink(self.socket_path)
