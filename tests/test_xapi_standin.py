@@ -106,6 +106,9 @@ PLUGIN_SRC = textwrap.dedent('''\
             return ",".join(sys.exc_info()[1].details)
         return "no error"
 
+    def session_kind(session, args):
+        return "%s %s" % (session.__class__.__module__, session.__class__.__name__)
+
     def env(session, args):
         return ",".join([os.environ.get(k, "-") for k in sorted(args.keys())])
 
@@ -113,7 +116,7 @@ PLUGIN_SRC = textwrap.dedent('''\
                            "fail": fail, "crash": crash, "exit3": exit3,
                            "garbage": garbage, "integer": integer,
                            "sleep": sleep, "domid": domid, "bad_ref": bad_ref,
-                           "env": env})
+                           "env": env, "session_kind": session_kind})
 ''')
 
 
@@ -388,6 +391,30 @@ def test_plugin_calls_back_over_the_unix_socket(xs, pool, python):
     back = [c for c in xs.calls if c[0] == "unix"]
     assert ("unix", "VM.get_domid", [pool["vm3"]]) in back
     assert xs.plugin_calls[-1]["session"] == s.handle
+
+
+def test_plugin_session_is_a_real_xenapi_session_when_xenapi_importable(xs, pool):
+    """With the XenAPI package on the plugin's path (as on dom0), the
+    session handed to the function is a XenAPI.Session on the unix socket."""
+    py = INTERPRETERS["py3-newest"]
+    if not os.access(py, os.X_OK):
+        pytest.skip("interpreter %s missing" % py)
+    if subprocess.run([py, "-c", "import XenAPI"], capture_output=True,
+                      timeout=30).returncode == 0:
+        pytest.skip("%s has XenAPI installed: cannot test both paths" % py)
+    site = os.path.dirname(os.path.dirname(os.path.abspath(XenAPI.__file__)))
+    xs.set_host_plugin_config(pool["h1"], python_for_plugins=py,
+                              plugin_env={"PYTHONPATH": site})
+    x = _login(xs).xenapi
+    assert x.host.call_plugin(pool["h1"], "testplug", "session_kind", {}) == \
+        "XenAPI.XenAPI Session"
+    assert x.host.call_plugin(pool["h1"], "testplug", "domid", {"vm": pool["vm1"]}) == "5"
+    assert x.host.call_plugin(pool["h1"], "testplug", "bad_ref", {}) == \
+        "HANDLE_INVALID,VM,OpaqueRef:no-such-vm"
+    # without it, the stand-in's own fallback session
+    xs.set_host_plugin_config(pool["h1"], plugin_env={})
+    assert x.host.call_plugin(pool["h1"], "testplug", "session_kind", {}) == \
+        "XenAPIPlugin LocalSession"
 
 
 def test_missing_plugin_and_names_with_a_slash(xs, pool, plugin_dir):
