@@ -1,0 +1,111 @@
+"""The attacks of REFERENCE section 6 as frames, each with its own marker.
+
+Each attack names the namespace that sends it and the observation points
+('g2', 'up', 'h' = dom0's bridge device) where it arrives on an open bridge
+and must not arrive on a protected one.
+"""
+
+from scapy.all import (ARP, BOOTP, Dot1AD, Dot1Q, Dot3, Ether, ICMPv6ND_NA,
+                       ICMPv6ND_RA, ICMPv6NDOptDstLLAddr, ICMPv6NDOptSrcLLAddr, IP,
+                       IPv6, LLC, SNAP, UDP, Raw)
+
+import netbed
+
+BCAST = "ff:ff:ff:ff:ff:ff"
+G1, G2, G3 = netbed.GUESTS
+G1_LL = "fe80::ff:fe00:1"
+G2_LL = "fe80::ff:fe00:2"
+FOREIGN_IP = "198.51.100.77"
+FOREIGN_IP6 = "2001:db8::99"
+FOREIGN_MAC = "02:00:00:00:00:99"
+ALL_POINTS = ("g2", "up", "h")
+
+
+class Attack(object):
+    def __init__(self, name, sender, build, points=ALL_POINTS):
+        self.name = name
+        self.sender = sender
+        self.marker = ("VRMARK-%s-" % name).encode()
+        self.frame = bytes(build(Raw(self.marker)))
+        self.points = points
+
+
+def _udp4(src_mac, src_ip, marker, dst_ip=netbed.UPLINK_IP):
+    return Ether(src=src_mac, dst=BCAST) / IP(src=src_ip, dst=dst_ip) / \
+        UDP(sport=9999, dport=9999) / marker
+
+
+def _arp(op, hwsrc, psrc, pdst, marker, src=G1.mac):
+    # The marker rides in the Ethernet padding of the short ARP frame.
+    return Ether(src=src, dst=BCAST) / ARP(op=op, hwsrc=hwsrc, psrc=psrc, pdst=pdst) / marker
+
+
+def _vlan_ip(marker, *tags):
+    frame = Ether(src=G1.mac, dst=BCAST)
+    for tag in tags:
+        frame = frame / tag
+    return frame / IP(src=G1.ipv4[0], dst=netbed.UPLINK_IP) / UDP(sport=9, dport=9) / marker
+
+
+ATTACKS = [
+    Attack("ipv4-source-foreign", "g1", lambda m: _udp4(G1.mac, FOREIGN_IP, m)),
+    Attack("ipv4-source-other-guest", "g1", lambda m: _udp4(G1.mac, G2.ipv4[0], m)),
+    Attack("ipv4-source-spoof-from-tap", "g3", lambda m: _udp4(G3.mac, FOREIGN_IP, m)),
+    Attack("mac-spoof", "g1", lambda m: _udp4(FOREIGN_MAC, G1.ipv4[0], m)),
+    Attack("arp-reply-other-guest-ip", "g1",
+           lambda m: _arp(2, G1.mac, G2.ipv4[0], netbed.UPLINK_IP, m)),
+    Attack("arp-request-other-guest-ip", "g1",
+           lambda m: _arp(1, G1.mac, G2.ipv4[0], netbed.UPLINK_IP, m)),
+    Attack("arp-sender-mac-differs", "g1",
+           lambda m: _arp(2, FOREIGN_MAC, G1.ipv4[0], netbed.UPLINK_IP, m)),
+    Attack("gratuitous-arp-foreign-ip", "g1",
+           lambda m: _arp(1, G1.mac, netbed.UPLINK_IP, netbed.UPLINK_IP, m)),
+    Attack("vlan-tagged", "g1", lambda m: _vlan_ip(m, Dot1Q(vlan=5))),
+    Attack("vlan-0-priority-tag", "g1",
+           lambda m: Ether(src=G1.mac, dst=BCAST) / Dot1Q(vlan=0) /
+           IP(src=FOREIGN_IP, dst=netbed.UPLINK_IP) / UDP(sport=9, dport=9) / m),
+    Attack("qinq-8021ad", "g1", lambda m: _vlan_ip(m, Dot1AD(vlan=5), Dot1Q(vlan=6))),
+    Attack("qinq-double-8021q", "g1", lambda m: _vlan_ip(m, Dot1Q(vlan=5), Dot1Q(vlan=6))),
+    Attack("llc-snap", "g1",
+           lambda m: Dot3(src=G1.mac, dst=BCAST) / LLC(dsap=0xaa, ssap=0xaa, ctrl=3) /
+           SNAP(OUI=0, code=0x0800) / IP(src=G1.ipv4[0], dst=netbed.UPLINK_IP) /
+           UDP(sport=9, dport=9) / m),
+    Attack("rarp", "g1",
+           lambda m: Ether(src=G1.mac, dst=BCAST, type=0x8035) /
+           ARP(op=3, hwsrc=G1.mac, psrc=G1.ipv4[0], hwdst=G1.mac) / m),
+    Attack("ipv6-from-guest-without-ipv6", "g2",
+           lambda m: Ether(src=G2.mac, dst=BCAST) / IPv6(src=G2_LL, dst="ff02::1") /
+           UDP(sport=9, dport=9) / m, points=("up", "h")),
+    Attack("ipv6-source-spoof", "g1",
+           lambda m: Ether(src=G1.mac, dst=BCAST) /
+           IPv6(src=FOREIGN_IP6, dst=netbed.UPLINK_IP6) / UDP(sport=9, dport=9) / m),
+    Attack("router-advertisement", "g1",
+           lambda m: Ether(src=G1.mac, dst=BCAST) / IPv6(src=G1_LL, dst="ff02::1") /
+           ICMPv6ND_RA() / ICMPv6NDOptSrcLLAddr(lladdr=G1.mac) / m),
+    # Sent from the guest's own link-local address: only the check of the
+    # target address stops it, in ip6tables, which dom0's sniffer on the
+    # bridge device sees before: so it is watched at the uplink.
+    Attack("neighbour-advert-foreign-target", "g1",
+           lambda m: Ether(src=G1.mac, dst=BCAST) / IPv6(src=G1_LL, dst="ff02::1") /
+           ICMPv6ND_NA(tgt=netbed.UPLINK_IP6, R=0, S=0, O=1) /
+           ICMPv6NDOptDstLLAddr(lladdr=G1.mac) / m, points=("up",)),
+    Attack("dhcp-server-reply", "g1",
+           lambda m: Ether(src=G1.mac, dst=BCAST) / IP(src=G1.ipv4[0], dst="255.255.255.255") /
+           UDP(sport=67, dport=68) / BOOTP(op=2, yiaddr="192.0.2.50") / m),
+]
+
+
+# Traffic for other guests that a guest must not see (the bridge floods
+# unknown unicast once ageing is 0, and always floods broadcast).
+def sniffing_frames():
+    marker = Raw(b"VRMARK-unicast-for-g2")
+    unicast = Ether(src=netbed.UPLINK_MAC, dst=G2.mac) / \
+        IP(src=netbed.UPLINK_IP, dst=G2.ipv4[0]) / UDP(sport=9, dport=9) / marker
+    arp_marker = Raw(b"VRMARK-arp-for-g2")
+    arp = Ether(src=netbed.UPLINK_MAC, dst=BCAST) / \
+        ARP(op=1, hwsrc=netbed.UPLINK_MAC, psrc=netbed.UPLINK_IP, pdst=G2.ipv4[0]) / arp_marker
+    dom0_marker = Raw(b"VRMARK-dom0-arp-for-g2")
+    dom0_arp = Ether(src=netbed.DOM0_MAC, dst=BCAST) / \
+        ARP(op=1, hwsrc=netbed.DOM0_MAC, psrc=netbed.DOM0_IP, pdst=G2.ipv4[0]) / dom0_marker
+    return [("up", bytes(unicast), bytes(marker)), ("up", bytes(arp), bytes(arp_marker)),
+            ("h", bytes(dom0_arp), bytes(dom0_marker))]

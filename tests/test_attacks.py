@@ -1,0 +1,73 @@
+"""Every IPv4/ARP/L2/IPv6 attack is sent for real: it arrives on an open bridge
+(so the check can fail) and does not arrive once vif-rules protects the host."""
+
+import pytest
+
+import attacks
+import netbed
+
+
+def _send_and_count(bed, frames_by_sender, markers, points):
+    sniffers = bed.observe(points, markers)
+    try:
+        for sender, frames in frames_by_sender.items():
+            bed.send(sender, frames)
+    except BaseException:
+        sniffers.kill()
+        raise
+    return sniffers.counts()
+
+
+def _run_attacks(bed):
+    by_sender = {}
+    for attack in attacks.ATTACKS:
+        by_sender.setdefault(attack.sender, []).append(attack.frame)
+    markers = [a.marker for a in attacks.ATTACKS]
+    return _send_and_count(bed, by_sender, markers, attacks.ALL_POINTS)
+
+
+def _run_sniffing(bed):
+    bed.ip("h", "link", "set", netbed.BRIDGE, "type", "bridge", "ageing_time", "0")
+    by_sender = {}
+    markers = []
+    for sender, frame, marker in attacks.sniffing_frames():
+        by_sender.setdefault(sender, []).append(frame)
+        markers.append(marker)
+    return _send_and_count(bed, by_sender, markers, ("g1", "g2"))
+
+
+@pytest.fixture(scope="module", params=["legacy", "nft"])
+def results(request, tmp_path_factory):
+    from conftest import bed_unavailable
+    reason = bed_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with netbed.NetBed(str(tmp_path_factory.mktemp("attacks")), backend=request.param) as bed:
+        bed.ip("h", "link", "set", netbed.BRIDGE, "type", "bridge", "ageing_time", "30000")
+        open_attacks = _run_attacks(bed)
+        open_sniffing = _run_sniffing(bed)
+        bed.ip("h", "link", "set", netbed.BRIDGE, "type", "bridge", "ageing_time", "30000")
+        bed.protect_all()
+        protected_attacks = _run_attacks(bed)
+        protected_sniffing = _run_sniffing(bed)
+        yield {"open": open_attacks, "protected": protected_attacks,
+               "open-sniff": open_sniffing, "protected-sniff": protected_sniffing}
+
+
+@pytest.mark.parametrize("attack", attacks.ATTACKS, ids=[a.name for a in attacks.ATTACKS])
+def test_attack_blocked(results, attack):
+    for point in attack.points:
+        assert results["open"][point][attack.marker] > 0, \
+            "on an open bridge the frame should reach %s (is the test sound?)" % point
+    for point in attack.points:
+        assert results["protected"][point][attack.marker] == 0, \
+            "%s reached %s through the protected bridge" % (attack.name, point)
+
+
+@pytest.mark.parametrize("index", range(3), ids=["flooded-unicast", "arp-broadcast-from-uplink",
+                                                 "arp-broadcast-from-dom0"])
+def test_no_sniffing_of_other_guests(results, index):
+    marker = attacks.sniffing_frames()[index][2]
+    assert results["open-sniff"]["g1"][marker] > 0, "an open bridge floods it to g1"
+    assert results["protected-sniff"]["g2"][marker] > 0, "the addressee still gets it"
+    assert results["protected-sniff"]["g1"][marker] == 0, "g1 saw traffic for g2"
