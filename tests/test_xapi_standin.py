@@ -14,6 +14,7 @@ import sys
 import textwrap
 import threading
 import time
+import tokenize
 import xmlrpc.client
 
 import pytest
@@ -469,7 +470,11 @@ def test_calls_are_recorded_per_host_with_per_host_env(xs, pool, tmp_path):
     u1, u2 = x.host.get_uuid(pool["h1"]), x.host.get_uuid(pool["h2"])
     assert r1 == "g,/conf/h1,%s" % u1
     assert r2 == "over,/conf/h2,%s" % u2
-    assert [c["host"] for c in xs.plugin_calls] == [pool["h1"], pool["h2"]]
+    assert [c["host"] for c in xs.plugin_calls[:2]] == [pool["h1"], pool["h2"]]
+    # a near-empty environment as under XAPI: never the test runner's venv
+    assert x.host.call_plugin(pool["h1"], "testplug", "env",
+                              {"PATH": "", "VIRTUAL_ENV": ""}) == \
+        "/usr/local/bin:/opt/xensource/bin:/usr/bin:/bin:/sbin:/usr/sbin,-"
     inv = xs.plugin_calls[1]["env"]["XAPI_STANDIN_INVENTORY"]
     assert "INSTALLATION_UUID='%s'" % u2 in open(inv).read()
 
@@ -543,3 +548,35 @@ def test_command_line(tmp_path, plugin_dir):
         proc.stderr.close()
     assert proc.returncode == 0
     assert not os.path.exists(sock)
+
+
+def test_xenapiplugin_stays_python24_compatible():
+    """The stand-in XenAPIPlugin must load where dom0's does (Python 2.4+)."""
+    path = os.path.join(HERE, "xapi_standin", "XenAPIPlugin.py")
+    forbidden = [(r"^\s*with\s", "with statement"),
+                 (r"except\s+[\w.(), ]+\s+as\s", "except ... as"),
+                 (r"\.format\(", "str.format"),
+                 (r"^\s*print[\s(]", "print"),
+                 (r"^\s*@", "decorator"),
+                 (r"\bany\(|\ball\(", "any()/all()"),
+                 (r"\bif\b[^:\n]*\belse\b", "conditional expression")]
+    lines = {}
+    with open(path) as f:
+        for tok in tokenize.generate_tokens(f.readline):
+            if tok.type == tokenize.COMMENT:
+                continue
+            text = tok.string
+            if tok.type == tokenize.STRING:
+                assert not re.match(r"[bB]", text), "bytes literal %s" % text
+                text = '""'
+            lines.setdefault(tok.start[0], []).append(text)
+    code_lines = [" ".join(v) for k, v in sorted(lines.items())]
+    for pattern, what in forbidden:
+        hits = [l for l in code_lines if re.search(pattern, l)]
+        assert hits == [], "%s in XenAPIPlugin.py: %r" % (what, hits)
+    for name, py in INTERPRETERS.items():
+        if os.access(py, os.X_OK):
+            r = subprocess.run([py, "-c", "import sys; sys.path.insert(0, sys.argv[1]);"
+                                " import XenAPIPlugin", os.path.dirname(path)],
+                               capture_output=True, text=True, timeout=30)
+            assert r.returncode == 0, (name, r.stderr)

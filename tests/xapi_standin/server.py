@@ -54,6 +54,7 @@ NULL_REF = "OpaqueRef:NULL"
 CLASSES = ("pool", "host", "VM", "VIF", "network")
 POWER_STATES = ("Halted", "Paused", "Running", "Suspended")
 _UNSET = object()
+PLUGIN_PATH = "/usr/local/bin:/opt/xensource/bin:/usr/bin:/bin:/sbin:/usr/sbin"
 
 # Error codes, as in XAPI's datamodel (ocaml/idl/datamodel_errors.ml).
 SESSION_AUTHENTICATION_FAILED = "SESSION_AUTHENTICATION_FAILED"
@@ -941,8 +942,9 @@ class XapiStandin:
             raise
 
     def _plugin_env(self, host, cfg):
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-               "LANG": "C", "PYTHONDONTWRITEBYTECODE": "1",
+        # XAPI's fork-exec gives a plugin a near-empty environment, not the
+        # caller's: a default PATH only (never the test runner's venv).
+        env = {"PATH": PLUGIN_PATH, "PYTHONDONTWRITEBYTECODE": "1",
                "XAPI_STANDIN_SOCKET": self.socket_path,
                "XAPI_STANDIN_HOST_REF": host,
                "XAPI_STANDIN_HOST_UUID": self._objs["host"][host]["uuid"]}
