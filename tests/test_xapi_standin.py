@@ -580,3 +580,28 @@ def test_xenapiplugin_stays_python24_compatible():
                                 " import XenAPIPlugin", os.path.dirname(path)],
                                capture_output=True, text=True, timeout=30)
             assert r.returncode == 0, (name, r.stderr)
+
+
+def test_concurrent_plugin_calls_with_callbacks(xs, pool):
+    """A pool-wide audit calls every host in parallel; each plugin calls
+    back over the unix socket while the others still run."""
+    results, errors = {}, []
+
+    def worker(i):
+        try:
+            x = _login(xs).xenapi
+            host = pool["h1"] if i % 2 else pool["h2"]
+            vm = pool["vm3"] if i % 2 else pool["vm2"]
+            results[i] = x.host.call_plugin(host, "testplug", "domid", {"vm": vm})
+        except Exception as exc:  # reported below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and not any(t.is_alive() for t in threads)
+    assert results == dict((i, "6" if i % 2 else "5") for i in range(8))
+    assert sorted(c["host"] for c in xs.plugin_calls) == sorted(
+        [pool["h1"]] * 4 + [pool["h2"]] * 4)
