@@ -71,3 +71,20 @@ def test_no_sniffing_of_other_guests(results, index):
     assert results["open-sniff"]["g1"][marker] > 0, "an open bridge floods it to g1"
     assert results["protected-sniff"]["g2"][marker] > 0, "the addressee still gets it"
     assert results["protected-sniff"]["g1"][marker] == 0, "g1 saw traffic for g2"
+
+
+def test_mac_spoof_cannot_steal_another_guests_port(bed):
+    """The bridge learns source MACs before the filter table: a frame carrying
+    g2's MAC from g1 must be dropped before learning, or g2's traffic would be
+    sent to g1's port."""
+    bed.protect_all()
+    g1, g2 = bed.guests[0], bed.guests[1]
+    assert bed.ping("up", g2.ipv4[0])
+    steal = attacks.Ether(src=g2.mac, dst=attacks.BCAST) / attacks.IP(
+        src=g1.ipv4[0], dst=netbed.UPLINK_IP) / attacks.UDP(sport=9, dport=9)
+    bed.send("g1", [bytes(steal)] * 3)
+    fdb = bed.run("h", ["bridge", "fdb", "show", "br", netbed.BRIDGE]).stdout
+    for line in fdb.splitlines():
+        if line.startswith(g2.mac):
+            assert "dev " + g2.port in line, "g2's MAC was learnt on another port: " + line
+    assert bed.ping("up", g2.ipv4[0], count=1)

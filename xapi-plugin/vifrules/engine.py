@@ -9,7 +9,7 @@ import os
 from vifrules import ruleset
 from vifrules.addresses import VifName
 from vifrules.errors import CommandFailed, HostNotReady
-from vifrules.render import Batch, parse_save, restore_text
+from vifrules.render import Batch, SavedTable, parse_save, restore_text
 from vifrules.runner import Lock, locked, run
 from vifrules.state import StateDir
 
@@ -28,13 +28,18 @@ class Engine(object):
 
     # ------------------------------------------------------------ running
 
-    def _restore(self, batch):
-        if batch.is_empty():
-            return
-        run([self.config.restore_tool(batch.family), "--noflush"], restore_text(batch))
+    def _restore(self, family, batches):
+        """One process per family: every table's commit in one input."""
+        batches = [b for b in batches if not b.is_empty()]
+        if batches:
+            run([self.config.restore_tool(family), "--noflush"], restore_text(batches))
 
     def _save(self, family):
-        return parse_save(run([self.config.save_tool(family)])[1])
+        """{table: SavedTable}; a table the dump leaves out reads as empty."""
+        tables = parse_save(run([self.config.save_tool(family)])[1])
+        for table in ruleset.TABLES[family]:
+            tables.setdefault(table, SavedTable())
+        return tables
 
     # ------------------------------------------------------------ one VIF
 
@@ -49,10 +54,13 @@ class Engine(object):
         try:
             try:
                 for family in self.families():
-                    batch = Batch(family)
-                    batch.chains = ruleset.vif_chains(family, vif, nic)
-                    batch.chains.extend(ruleset.dispatch_path(family, vif, vifs)[0])
-                    self._restore(batch)
+                    batches = []
+                    for table in ruleset.TABLES[family]:
+                        batch = Batch(family, table)
+                        batch.chains = ruleset.vif_chains(family, table, vif, nic)
+                        batch.chains.extend(ruleset.dispatch_path(family, table, vif, vifs)[0])
+                        batches.append(batch)
+                    self._restore(family, batches)
             except CommandFailed:
                 # The base or a sibling chain is missing (a flush, a reboot
                 # without host-rules): rebuild the whole host once.
@@ -81,11 +89,14 @@ class Engine(object):
     def _teardown_chains(self, vif, best_effort):
         vifs = self.state.names()
         for family in self.families():
-            batch = Batch(family)
-            batch.chains, batch.delete = ruleset.dispatch_path(family, vif, vifs)
-            batch.delete = batch.delete + ruleset.vif_chain_names(vif.name)
+            batches = []
+            for table in ruleset.TABLES[family]:
+                batch = Batch(family, table)
+                batch.chains, batch.delete = ruleset.dispatch_path(family, table, vif, vifs)
+                batch.delete = batch.delete + ruleset.vif_chain_names(table, vif.name)
+                batches.append(batch)
             try:
-                self._restore(batch)
+                self._restore(family, batches)
             except CommandFailed:
                 if not best_effort:
                     raise
@@ -134,26 +145,34 @@ class Engine(object):
         vifs = [v for v in vifs if nics[v.name] is not None]
         report = {}
         for family in self.families():
-            chains, jumps = self._save(family)[:2]
-            batch = Batch(family)
-            batch.chains = ruleset.host_chains(family, trusted)
-            batch.chains.extend(ruleset.dispatch_tree(family, vifs))
-            for vif in vifs:
-                batch.chains.extend(ruleset.vif_chains(family, vif, nics[vif.name]))
-            wanted = {}
-            for chain in batch.chains:
-                wanted[chain.name] = 1
-            batch.delete = [name for name in chains
-                            if ruleset.is_our_chain(name) and name not in wanted]
-            batch.delete.sort()
-            batch.policies = ruleset.builtin_policies(family)
-            for builtin, target in ruleset.builtin_hooks(family):
-                if (builtin, target) not in jumps:
-                    batch.insert_jumps.append((builtin, target))
-            self._restore(batch)
-            report[family] = {"removed": batch.delete,
-                              "hooked": ["%s->%s" % j for j in batch.insert_jumps]}
-        return {"vifs": [v.name for v in vifs], "families": report}
+            saved = self._save(family)
+            batches = []
+            for table in ruleset.TABLES[family]:
+                batch = self._desired_table(family, table, trusted, vifs, nics, saved[table])
+                batches.append(batch)
+                report["%s/%s" % (family, table)] = {
+                    "removed": batch.delete,
+                    "hooked": ["%s->%s" % j for j in batch.insert_jumps]}
+            self._restore(family, batches)
+        return {"vifs": [v.name for v in vifs], "tables": report}
+
+    def _desired_table(self, family, table, trusted, vifs, nics, saved):
+        batch = Batch(family, table)
+        batch.chains = ruleset.host_chains(family, table, trusted)
+        batch.chains.extend(ruleset.dispatch_tree(family, table, vifs))
+        for vif in vifs:
+            batch.chains.extend(ruleset.vif_chains(family, table, vif, nics[vif.name]))
+        wanted = {}
+        for chain in batch.chains:
+            wanted[chain.name] = 1
+        batch.delete = [name for name in saved.chains
+                        if ruleset.is_our_chain(name) and name not in wanted]
+        batch.delete.sort()
+        batch.policies = ruleset.builtin_policies(family, table)
+        for hook in ruleset.builtin_hooks(family, table):
+            if hook not in saved.jumps:
+                batch.insert_jumps.append(hook)
+        return batch
 
     def _setup_arptables(self, trusted):
         tool = self.config.tool("arptables")
@@ -177,14 +196,18 @@ class Engine(object):
 
     def _stop_host(self):
         for family in self.families():
-            chains, jumps = self._save(family)[:2]
-            batch = Batch(family)
-            batch.policies = {"FORWARD": "ACCEPT"}
-            batch.remove_jumps = [j for j in jumps if ruleset.is_our_chain(j[1])
-                                  and j[0] in ("FORWARD", "INPUT", "OUTPUT")]
-            batch.delete = [n for n in chains if ruleset.is_our_chain(n)]
-            batch.delete.sort()
-            self._restore(batch)
+            saved = self._save(family)
+            batches = []
+            for table in ruleset.TABLES[family]:
+                batch = Batch(family, table)
+                for builtin in ruleset.builtin_policies(family, table):
+                    batch.policies[builtin] = "ACCEPT"
+                batch.remove_jumps = [j for j in saved[table].jumps
+                                      if ruleset.is_our_chain(j[1])]
+                batch.delete = [n for n in saved[table].chains if ruleset.is_our_chain(n)]
+                batch.delete.sort()
+                batches.append(batch)
+            self._restore(family, batches)
         if self.config.enabled("arptables"):
             tool = self.config.tool("arptables")
             run([tool, "-P", "FORWARD", "ACCEPT"])
@@ -204,25 +227,30 @@ class Engine(object):
         families = {}
         for family in self.families():
             try:
-                chains, jumps = self._save(family)[:2]
+                saved = self._save(family)
             except CommandFailed:
-                missing.append("%s: cannot read the table" % family)
+                missing.append("%s: cannot read the tables" % family)
                 continue
-            policy = chains.get("FORWARD", "?")
-            hooks = ruleset.builtin_hooks(family)
-            hooked = [h for h in hooks if h in jumps]
-            if policy != "DROP":
-                missing.append("%s: FORWARD policy is %s, not DROP" % (family, policy))
-            for hook in hooks:
-                if hook not in hooked:
-                    missing.append("%s: no jump %s -> %s" % (family, hook[0], hook[1]))
-            protected = []
-            for vif in self.state.names():
-                if ruleset.vif_chain_name(ruleset.FROM, vif.name) in chains:
-                    protected.append(vif.name)
-                else:
-                    missing.append("%s: %s on record but its chains are gone" % (family, vif))
-            families[family] = {"forward_policy": policy, "vifs": len(protected)}
+            for table in ruleset.TABLES[family]:
+                for builtin, policy in ruleset.builtin_policies(family, table).items():
+                    actual = saved[table].chains.get(builtin, "?")
+                    if actual != policy:
+                        missing.append("%s/%s: %s policy is %s, not %s" % (
+                            family, table, builtin, actual, policy))
+                for hook in ruleset.builtin_hooks(family, table):
+                    if hook not in saved[table].jumps:
+                        missing.append("%s/%s: no jump %s -> %s" % (
+                            family, table, hook[0], hook[1]))
+                for vif in self.state.names():
+                    for name in ruleset.vif_chain_names(table, vif.name):
+                        if name not in saved[table].chains:
+                            missing.append("%s/%s: %s is on record but chain %s is gone"
+                                           % (family, table, vif, name))
+            filter_chains = saved["filter"].chains
+            families[family] = {
+                "forward_policy": filter_chains.get("FORWARD", "?"),
+                "vifs": len([v for v in self.state.names()
+                             if ruleset.vif_chain_name(ruleset.FROM, v.name) in filter_chains])}
         base = self.config.get("PROC_SYS")
         for name in ruleset.host_sysctls():
             value = _read_first_line(os.path.join(base, name))

@@ -7,8 +7,9 @@ jumps to insert into or remove from built-in chains.
 
 
 class Batch(object):
-    def __init__(self, family):
+    def __init__(self, family, table="filter"):
         self.family = family
+        self.table = table
         self.chains = []
         self.delete = []
         self.policies = {}
@@ -32,11 +33,20 @@ def _builtin_header(family, name, policy):
     return ":%s %s [0:0]" % (name, policy)
 
 
-def restore_text(batch):
-    """Text for '<tool>-restore --noflush'. Declaring a user chain creates it or
-    flushes it; deleting a chain declares it first so it need not exist."""
+def restore_text(batches):
+    """Text for '<tool>-restore --noflush', one commit per table. Declaring a
+    user chain creates it or flushes it; deleting a chain declares it first so
+    it need not exist."""
+    lines = []
+    for batch in batches:
+        if not batch.is_empty():
+            lines.extend(_table_lines(batch))
+    return "\n".join(lines) + "\n"
+
+
+def _table_lines(batch):
     family = batch.family
-    lines = ["*filter"]
+    lines = ["*" + batch.table]
     builtins = list(batch.policies.keys())
     builtins.sort()
     for name in builtins:
@@ -55,35 +65,35 @@ def restore_text(batch):
     for name in batch.delete:
         lines.append("-X %s" % name)
     lines.append("COMMIT")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+class SavedTable(object):
+    """What a '<tool>-save' dump says of one table."""
+
+    def __init__(self):
+        self.chains = {}  # name -> policy ('-' for iptables user chains)
+        self.jumps = []  # (chain, target) of rules that are only '-j TARGET'
 
 
 def parse_save(text):
-    """A "<tool>-save" dump -> (chains {name: policy}, jumps, rules by chain).
-
-    Only the filter table is read; jumps are the '-A CHAIN -j TARGET' rules
-    with nothing else in them, which is how vif-rules hooks in.
-    """
-    chains = {}
-    jumps = []
-    rules = {}
+    """A '<tool>-save' dump (with or without -c) -> {table: SavedTable}."""
+    tables = {}
     table = None
     for line in text.splitlines():
         line = line.strip()
         if line.startswith("[") and "] " in line:
             line = line[line.index("] ") + 2:]  # a '-c' counter prefix
         if line.startswith("*"):
-            table = line[1:]
+            table = tables.setdefault(line[1:], SavedTable())
             continue
-        if table != "filter":
+        if table is None:
             continue
         if line.startswith(":"):
             parts = line[1:].split()
-            chains[parts[0]] = (len(parts) > 1 and parts[1]) or "-"
-            rules.setdefault(parts[0], [])
+            table.chains[parts[0]] = (len(parts) > 1 and parts[1]) or "-"
         elif line.startswith("-A "):
             parts = line.split()
-            rules.setdefault(parts[1], []).append(line)
             if len(parts) == 4 and parts[2] == "-j":
-                jumps.append((parts[1], parts[3]))
-    return chains, jumps, rules
+                table.jumps.append((parts[1], parts[3]))
+    return tables

@@ -10,6 +10,9 @@ Layout, per family (ebtables, iptables, ip6tables):
   VR-FORWARD sends a frame from a guest port to the guest's 'from' check and a
   frame to a guest port to the guest's 'to' check; each returns if the frame is
   allowed and drops it otherwise. Then both ports must be guest or trusted ports.
+  In ebtables' nat table, PREROUTING checks a guest's source MAC before the
+  bridge learns it, so a guest cannot pull another guest's traffic to its
+  port by sending with that guest's MAC.
   Dispatch to a guest's chain walks a trie over the digits of the domid
   (VRFn-vif -> VRFn-vif1 -> VRFn-vif12 -> VRF-vif12.0), so a frame passes about
   eleven rules per digit instead of one rule per guest on the host.
@@ -19,11 +22,15 @@ from vifrules.addresses import ipv6_to_words, link_local_from_mac, solicited_nod
 
 FAMILIES = ("ebtables", "iptables", "ip6tables")
 KINDS = ("vif", "tap")
-FROM, TO = "F", "T"  # from the guest / to the guest
+FROM, TO, MAC_GUARD = "F", "T", "M"  # from the guest / to it / before learning
+TABLES = {"ebtables": ("filter", "nat"), "iptables": ("filter",),
+          "ip6tables": ("filter",)}
+DIRECTIONS = {"filter": (FROM, TO), "nat": (MAC_GUARD,)}
 
 BASE_FORWARD = "VR-FORWARD"
 BASE_INPUT = "VR-INPUT"
 BASE_OUTPUT = "VR-OUTPUT"
+BASE_PREROUTING = "VR-PREROUTING"
 PORTS_IN = "VR-PORTS-IN"
 PORTS_OUT = "VR-PORTS-OUT"
 CHAIN_PREFIX = "VR"  # every chain vif-rules owns starts with it
@@ -54,7 +61,7 @@ class Chain(object):
 
 
 def is_our_chain(name):
-    return name.startswith(CHAIN_PREFIX) and name[len(CHAIN_PREFIX):][:1] in ("-", "F", "T")
+    return name.startswith(CHAIN_PREFIX) and name[len(CHAIN_PREFIX):][:1] in ("-", "F", "T", "M")
 
 
 def vif_chain_name(direction, vif_name):
@@ -68,10 +75,10 @@ def node_chain_name(direction, prefix):
 def port_match(family, direction, port):
     """Match the bridge port a frame comes in by (FROM) or goes out by (TO)."""
     if family == "ebtables":
-        if direction == FROM:
+        if direction in (FROM, MAC_GUARD):
             return ("-i", port)
         return ("-o", port)
-    if direction == FROM:
+    if direction in (FROM, MAC_GUARD):
         return ("-m", "physdev", "--physdev-in", port)
     return ("-m", "physdev", "--physdev-out", port)
 
@@ -214,22 +221,28 @@ def _ipv6_destinations(nic):
     return result
 
 
+def _ebtables_mac_guard(mac, nic):
+    return [("-s", mac, "-j", "RETURN"), ("-j", "DROP")]
+
+
 _VIF_RULES = {
-    "ebtables": (_ebtables_from, _ebtables_to),
-    "iptables": (_iptables_from, _iptables_to),
-    "ip6tables": (_ip6tables_from, _ip6tables_to),
+    ("ebtables", FROM): _ebtables_from, ("ebtables", TO): _ebtables_to,
+    ("ebtables", MAC_GUARD): _ebtables_mac_guard,
+    ("iptables", FROM): _iptables_from, ("iptables", TO): _iptables_to,
+    ("ip6tables", FROM): _ip6tables_from, ("ip6tables", TO): _ip6tables_to,
 }
 
 
-def vif_chains(family, vif, nic):
-    """The two chains of one guest port: what it may send, what it may receive."""
-    from_rules, to_rules = _VIF_RULES[family]
-    return [Chain(vif_chain_name(FROM, vif.name), "DROP", from_rules(nic.mac, nic)),
-            Chain(vif_chain_name(TO, vif.name), "DROP", to_rules(nic.mac, nic))]
+def vif_chains(family, table, vif, nic):
+    """The chains of one guest port in one table: in filter, what it may send
+    and what it may receive; in ebtables' nat, its source MAC."""
+    return [Chain(vif_chain_name(direction, vif.name), "DROP",
+                  _VIF_RULES[(family, direction)](nic.mac, nic))
+            for direction in DIRECTIONS[table]]
 
 
-def vif_chain_names(vif_name):
-    return [vif_chain_name(FROM, vif_name), vif_chain_name(TO, vif_name)]
+def vif_chain_names(table, vif_name):
+    return [vif_chain_name(direction, vif_name) for direction in DIRECTIONS[table]]
 
 
 # ---------------------------------------------------------------- dispatch trie
@@ -272,7 +285,7 @@ def _sorted_vifs(vifs):
     return [entry[3] for entry in keyed]
 
 
-def dispatch_path(family, vif, vifs):
+def dispatch_path(family, table, vif, vifs):
     """Trie nodes on vif's path, rewritten for the set vifs.
 
     Returns (chains to write, names of chains to delete): a node left with no
@@ -280,7 +293,7 @@ def dispatch_path(family, vif, vifs):
     """
     vifs = _sorted_vifs(vifs)
     write, delete = [], []
-    for direction in (FROM, TO):
+    for direction in DIRECTIONS[table]:
         for node in trie_path(vif):
             digits = node[len(vif.kind):]
             chain, used = _node_chain(family, direction, node, vif.kind, digits, vifs)
@@ -291,7 +304,7 @@ def dispatch_path(family, vif, vifs):
     return write, delete
 
 
-def dispatch_tree(family, vifs):
+def dispatch_tree(family, table, vifs):
     """Every trie node for the set vifs, roots included."""
     vifs = _sorted_vifs(vifs)
     nodes = []
@@ -302,7 +315,7 @@ def dispatch_tree(family, vifs):
             if node not in nodes:
                 nodes.append(node)
     chains = []
-    for direction in (FROM, TO):
+    for direction in DIRECTIONS[table]:
         for node in nodes:
             kind = node[:3]
             chains.append(_node_chain(family, direction, node, kind, node[3:], vifs)[0])
@@ -311,20 +324,28 @@ def dispatch_tree(family, vifs):
 
 # ---------------------------------------------------------------- the host
 
-def builtin_hooks(family):
+def builtin_hooks(family, table):
     """(built-in chain, our chain) pairs; the jump goes first in the built-in."""
+    if table == "nat":
+        return [("PREROUTING", BASE_PREROUTING)]
     hooks = [("FORWARD", BASE_FORWARD), ("INPUT", BASE_INPUT)]
     if family == "ebtables":
         hooks.append(("OUTPUT", BASE_OUTPUT))
     return hooks
 
 
-def builtin_policies(family):
+def builtin_policies(family, table):
+    if table == "nat":
+        return {}
     return {"FORWARD": "DROP"}
 
 
-def host_chains(family, trusted):
-    """Our base chains for one family; trusted are the uplink interfaces."""
+def host_chains(family, table, trusted):
+    """Our base chains for one family and table; trusted are the uplinks."""
+    if table == "nat":
+        return [Chain(BASE_PREROUTING, "RETURN",
+                      [port_match(family, MAC_GUARD, kind + "+") +
+                       ("-j", node_chain_name(MAC_GUARD, kind)) for kind in KINDS])]
     guest_ports = [kind + "+" for kind in KINDS]
     forward = []
     for direction in (FROM, TO):
