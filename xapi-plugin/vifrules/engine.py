@@ -190,6 +190,18 @@ class Engine(object):
         if ("-j " + ruleset.BASE_FORWARD) not in forward:
             run([tool, "-I", "FORWARD", "1", "-j", ruleset.BASE_FORWARD])
 
+    def _arptables_missing(self):
+        status, listing = run([self.config.tool("arptables"), "-L", "FORWARD", "-n"],
+                              check=False)[:2]
+        if status != 0:
+            return ["arptables: cannot read the FORWARD chain"]
+        missing = []
+        if "(policy DROP" not in listing.split("\n")[0]:
+            missing.append("arptables: FORWARD policy is not DROP")
+        if ("-j " + ruleset.BASE_FORWARD) not in listing:
+            missing.append("arptables: no jump FORWARD -> " + ruleset.BASE_FORWARD)
+        return missing
+
     def stop_host(self):
         """Remove every rule of ours and open the forward path again."""
         return locked(self._lock(), self._stop_host)
@@ -203,7 +215,8 @@ class Engine(object):
                 for builtin in ruleset.builtin_policies(family, table):
                     batch.policies[builtin] = "ACCEPT"
                 batch.remove_jumps = [j for j in saved[table].jumps
-                                      if ruleset.is_our_chain(j[1])]
+                                      if ruleset.is_our_chain(j[1])
+                                      and not ruleset.is_our_chain(j[0])]
                 batch.delete = [n for n in saved[table].chains if ruleset.is_our_chain(n)]
                 batch.delete.sort()
                 batches.append(batch)
@@ -251,6 +264,8 @@ class Engine(object):
                 "forward_policy": filter_chains.get("FORWARD", "?"),
                 "vifs": len([v for v in self.state.names()
                              if ruleset.vif_chain_name(ruleset.FROM, v.name) in filter_chains])}
+        if self.config.enabled("arptables"):
+            missing.extend(self._arptables_missing())
         base = self.config.get("PROC_SYS")
         for name in ruleset.host_sysctls():
             value = _read_first_line(os.path.join(base, name))
