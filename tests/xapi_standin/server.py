@@ -696,7 +696,7 @@ class XapiStandin:
         if not self.workdir:
             raise RuntimeError("start the stand-in first")
         path = os.path.join(self.workdir, "inventory-" + h["uuid"])
-        tmp = path + ".tmp"
+        tmp = "%s.%s.tmp" % (path, secrets.token_hex(4))  # concurrent calls
         with open(tmp, "w") as f:
             f.write(text)
         os.replace(tmp, path)
