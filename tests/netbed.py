@@ -10,6 +10,7 @@ and the namespaces take their firewall tables with them.
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -184,6 +185,7 @@ class NetBed(object):
         for tool in (BACKENDS[self.backend]["IPTABLES"] + "-save",
                      BACKENDS[self.backend]["IP6TABLES"] + "-save", "ebtables-nft-save"):
             text = self.run("h", [tool]).stdout
+            text = re.sub(r"\[\d+:\d+\]", "[0:0]", text)  # built-in chains' counters
             parts.append("\n".join(l for l in text.splitlines() if not l.startswith("#")))
         parts.append(self.run("h", ["arptables-legacy", "-L", "-n"]).stdout)
         return "\n".join(parts)

@@ -10,7 +10,10 @@ from vifrules.compat import json, string_types
 from vifrules.errors import InvalidArgument
 
 MAX_DOMID = 32752  # DOMID_FIRST_RESERVED: higher ids are never guests
-MAX_ADDRESSES = 64  # per family and VIF: bounds the size of one rule batch
+MAX_IPV4 = 64  # per VIF: bounds the size of one rule batch
+# The neighbour-advertisement guard ANDs one u32 match per own IPv6 address
+# into one rule, and ip6tables refuses such a rule beyond about 30 matches.
+MAX_IPV6 = 16
 
 _VIF_NAME = re.compile(r"^(vif|tap)([1-9][0-9]{0,4})\.(0|[1-9][0-9]{0,3})$")
 _IFACE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:]{0,14}$")
@@ -226,7 +229,7 @@ class NicAddresses(object):
         return not self.__eq__(other)
 
 
-def _enabled_addresses(entries, key, parse, limit_name):
+def _enabled_addresses(entries, key, parse, limit, limit_name):
     if entries is None:
         return []
     if not isinstance(entries, list):
@@ -245,9 +248,9 @@ def _enabled_addresses(entries, key, parse, limit_name):
             continue
         if address not in result:
             result.append(address)
-    if len(result) > MAX_ADDRESSES:
+    if len(result) > limit:
         raise InvalidArgument(key, str(len(result)),
-                              "more than %d %s addresses" % (MAX_ADDRESSES, limit_name))
+                              "more than %d %s addresses" % (limit, limit_name))
     return result
 
 
@@ -267,8 +270,8 @@ def parse_nic(data):
     if "mac" not in data:
         raise InvalidArgument("network", "mac", "missing")
     mac = parse_mac(data["mac"])
-    ipv4 = _enabled_addresses(data.get("ips"), "ips", parse_ipv4, "IPv4")
-    ipv6 = _enabled_addresses(data.get("ip6s"), "ip6s", parse_ipv6, "IPv6")
+    ipv4 = _enabled_addresses(data.get("ips"), "ips", parse_ipv4, MAX_IPV4, "IPv4")
+    ipv6 = _enabled_addresses(data.get("ip6s"), "ip6s", parse_ipv6, MAX_IPV6, "IPv6")
     return NicAddresses(mac, ipv4, ipv6)
 
 

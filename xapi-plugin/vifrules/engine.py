@@ -69,7 +69,7 @@ class Engine(object):
         except Exception:
             # Fail closed: the guest keeps no access rather than a half state.
             self.state.remove(vif.name)
-            self._teardown_chains(vif, best_effort=True)
+            self._teardown_chains(vif, True, best_effort=True)
             raise
         self.log("applied %s mac=%s ipv4=%s ipv6=%s (was %s)" % (
             vif, nic.mac, ",".join(nic.ipv4) or "-", ",".join(nic.ipv6) or "-",
@@ -82,24 +82,49 @@ class Engine(object):
     def _teardown_vif(self, vif):
         known = self.state.read(vif.name) is not None
         self.state.remove(vif.name)
-        self._teardown_chains(vif, best_effort=False)
+        self._teardown_chains(vif, known, best_effort=False)
         self.log("tore down %s%s" % (vif, (not known and " (was not on record)") or ""))
         return {"vif": vif.name, "was_protected": known}
 
-    def _teardown_chains(self, vif, best_effort):
-        vifs = self.state.names()
+    def _teardown_chains(self, vif, was_on_record, best_effort):
+        remaining = self.state.names()
+        before = list(remaining)
+        if was_on_record:
+            before.append(vif)
         for family in self.families():
-            batches = []
-            for table in ruleset.TABLES[family]:
-                batch = Batch(family, table)
-                batch.chains, batch.delete = ruleset.dispatch_path(family, table, vif, vifs)
-                batch.delete = batch.delete + ruleset.vif_chain_names(table, vif.name)
-                batches.append(batch)
             try:
-                self._restore(family, batches)
+                try:
+                    self._restore(family, self._teardown_batches(
+                        family, vif, remaining, before, was_on_record, None))
+                except CommandFailed:
+                    # The record and the kernel disagree: delete what is there.
+                    self._restore(family, self._teardown_batches(
+                        family, vif, remaining, before, was_on_record, self._save(family)))
             except CommandFailed:
                 if not best_effort:
                     raise
+
+    def _teardown_batches(self, family, vif, remaining, before, was_on_record, saved):
+        """Rewrite vif's trie path for the remaining VIFs and delete the chains
+        that go: those the record says exist or, given saved, the kernel has."""
+        batches = []
+        for table in ruleset.TABLES[family]:
+            batch = Batch(family, table)
+            batch.chains, delete = ruleset.dispatch_path(family, table, vif, remaining)
+            own = ruleset.vif_chain_names(table, vif.name)
+            if saved is None:
+                absent_before = ruleset.dispatch_path(family, table, vif, before)[1]
+                delete = [name for name in delete if name not in absent_before]
+                if was_on_record:
+                    delete.extend(own)
+            else:
+                present = saved[table].chains
+                delete = [name for name in delete + own if name in present]
+                batch.chains = [_without_missing_targets(chain, present)
+                                for chain in batch.chains if chain.name in present]
+            batch.delete = delete
+            batches.append(batch)
+        return batches
 
     def _vifs_with(self, vif):
         names = [v for v in self.state.names() if v.name != vif.name]
@@ -295,6 +320,13 @@ class Engine(object):
                 name = ruleset.vif_chain_name(direction, vif.name)
                 counts.setdefault(label, {})[family] = _final_drop_packets(text, name)
         return counts
+
+
+def _without_missing_targets(chain, present):
+    """chain without the jumps to chains the kernel does not have."""
+    rules = [rule for rule in chain.rules
+             if not (ruleset.is_our_chain(rule[-1]) and rule[-1] not in present)]
+    return ruleset.Chain(chain.name, chain.policy, rules)
 
 
 def _final_drop_packets(save_text, chain):
