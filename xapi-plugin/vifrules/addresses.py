@@ -15,11 +15,11 @@ MAX_IPV4 = 64  # per VIF: bounds the size of one rule batch
 # into one rule, and ip6tables refuses such a rule beyond about 30 matches.
 MAX_IPV6 = 16
 
-_VIF_NAME = re.compile(r"^(vif|tap)([1-9][0-9]{0,4})\.(0|[1-9][0-9]{0,3})$")
-_IFACE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:]{0,14}$")
-_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-_OCTET = re.compile(r"^(0|[1-9][0-9]{0,2})$")
-_HEXTET = re.compile(r"^[0-9a-fA-F]{1,4}$")
+_VIF_NAME = re.compile(r"^(vif|tap)([1-9][0-9]{0,4})\.(0|[1-9][0-9]{0,3})\Z")
+_IFACE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:]{0,14}\Z")
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}\Z")
+_OCTET = re.compile(r"^(0|[1-9][0-9]{0,2})\Z")
+_HEXTET = re.compile(r"^[0-9a-fA-F]{1,4}\Z")
 
 # Keys Nova writes into vm-data/networking/<mac>; anything else is refused.
 NIC_KEYS = ("label", "mac", "ips", "ip6s", "gateway", "gateway_v6", "dns",

@@ -32,8 +32,8 @@ RESTORE_KEYS = ("IPTABLES_RESTORE", "IP6TABLES_RESTORE", "EBTABLES_RESTORE",
 SAVE_KEYS = ("IPTABLES_SAVE", "IP6TABLES_SAVE", "EBTABLES_SAVE", "ARPTABLES_SAVE")
 KNOWN_KEYS = tuple(DEFAULTS.keys()) + RESTORE_KEYS + SAVE_KEYS
 
-_LINE = re.compile(r"^([A-Z][A-Z0-9_]*)=(.*)$")
-_COMMAND = re.compile(r"^[A-Za-z0-9_./+-]+$")
+_LINE = re.compile(r"^([A-Z][A-Z0-9_]*)=(.*)\Z")
+_COMMAND = re.compile(r"^[A-Za-z0-9_./+-]+\Z")
 
 
 def _unquote(value, path, number):

@@ -1,0 +1,157 @@
+"""The pure parts of the core: parsing, rules as data, rendering, config."""
+
+import json
+
+import pytest
+
+from vifrules import addresses, config, render, ruleset
+from vifrules.errors import ConfigError, InvalidArgument
+
+
+@pytest.mark.parametrize("name", ["vif1.0", "tap3.1", "vif32752.15", "vif12.0"])
+def test_vif_names_accepted(name):
+    assert addresses.VifName(name).name == name
+
+
+@pytest.mark.parametrize("name", ["vif0.0", "vif01.0", "vif1.01", "vif1", "eth0", "vif1.0 ",
+                                  "-vif1.0", "vif32753.0", "vif1.0;id", "tap1.a", "", "vif1.0\n"])
+def test_vif_names_refused(name):
+    with pytest.raises(InvalidArgument):
+        addresses.VifName(name)
+
+
+def test_ipv4_canonical_and_refused():
+    assert addresses.parse_ipv4("192.0.2.1") == "192.0.2.1"
+    for bad in ["300.1.1.1", "192.0.2", "192.0.2.01", "0.0.0.0", "127.0.0.1", "224.0.0.1",
+                "255.255.255.255", "192.0.2.1/24", " 192.0.2.1", "-1.2.3.4"]:
+        with pytest.raises(InvalidArgument):
+            addresses.parse_ipv4(bad)
+
+
+def test_ipv6_canonical_and_refused():
+    assert addresses.parse_ipv6("2001:DB8:0:0:0:0:0:1") == "2001:db8::1"
+    assert addresses.parse_ipv6("2001:db8::1:0:0:1") == "2001:db8::1:0:0:1"
+    assert addresses.parse_ipv6("2001:db8:0:0:1::") == "2001:db8:0:0:1::"
+    for bad in ["2001:db8::g", "2001:db8:::1", "1:2:3:4:5:6:7:8:9", "::", "::1", "ff02::1",
+                "2001:db8::1::2", "12345::"]:
+        with pytest.raises(InvalidArgument):
+            addresses.parse_ipv6(bad)
+
+
+def test_link_local_and_solicited_node():
+    assert addresses.link_local_from_mac("52:54:00:12:34:56") == "fe80::5054:ff:fe12:3456"
+    assert addresses.solicited_node("2001:db8::abcd:1234") == "ff02::1:ffcd:1234"
+
+
+def test_parse_nic_keeps_enabled_addresses_only():
+    nic = addresses.parse_nic(json.dumps({
+        "label": "public", "mac": "40:40:FA:72:92:E4",
+        "ips": [{"ip": "192.0.2.5", "netmask": "255.255.255.0", "enabled": "1"},
+                {"ip": "192.0.2.6", "enabled": "0"}, {"ip": "192.0.2.5", "enabled": "1"}],
+        "ip6s": [{"ip": "2001:DB8::5", "enabled": "1"}]}))
+    assert nic.to_dict() == {"mac": "40:40:fa:72:92:e4", "ipv4": ["192.0.2.5"],
+                             "ipv6": ["2001:db8::5"]}
+
+
+@pytest.mark.parametrize("data", [
+    "[]", "{", '{"ips": []}', '{"mac": "40:40:fa:72:92:e4", "extra": 1}',
+    '{"mac": "40:40:fa:72:92:e4", "ips": {"ip": "192.0.2.1"}}',
+    '{"mac": "40:40:fa:72:92:e4", "ips": [{"ip": "192.0.2.1", "enabled": "1", "x": 1}]}',
+    '{"mac": "40:40:fa:72:92:e4", "ips": [{"enabled": "1"}]}',
+    '{"mac": "40:40:fa:72:92:e4", "ips": [{"ip": 3232235521, "enabled": "1"}]}',
+    '{"mac": "40:40:fa:72:92:e4", "ip6s": %s}' % json.dumps(
+        [{"ip": "2001:db8::%x" % (i + 1), "enabled": "1"} for i in range(17)]),
+])
+def test_parse_nic_refuses(data):
+    with pytest.raises(InvalidArgument):
+        addresses.parse_nic(data)
+
+
+def _vifs(names):
+    return [addresses.VifName(n) for n in names]
+
+
+def test_trie_keeps_every_node_small_at_a_thousand_guests():
+    vifs = _vifs(["vif%d.0" % d for d in range(1, 1001)])
+    chains = ruleset.dispatch_tree("iptables", "filter", vifs)
+    assert max(len(c.rules) for c in chains) <= 2 * 11 + 1
+    names = [c.name for c in chains]
+    assert len(names) == len(set(names))
+    # every guest chain is reached exactly once per direction
+    targets = [r[-1] for c in chains for r in c.rules if r[-1].startswith("VRF-")]
+    assert sorted(targets) == sorted("VRF-vif%d.0" % d for d in range(1, 1001))
+
+
+def test_trie_path_is_rewritten_and_emptied_nodes_deleted():
+    vif = addresses.VifName("vif123.0")
+    others = _vifs(["vif1.0", "vif12.1"])
+    write, delete = ruleset.dispatch_path("ebtables", "filter", vif, others)
+    assert delete == ["VRFn-vif123", "VRTn-vif123"]
+    assert "VRFn-vif12" in [c.name for c in write]
+    write, delete = ruleset.dispatch_path("ebtables", "filter", vif, others + [vif])
+    assert delete == []
+    node = [c for c in write if c.name == "VRFn-vif123"][0]
+    assert node.rules == [("-i", "vif123.0", "-j", "VRF-vif123.0"),
+                          ("-i", "vif123.0", "-j", "RETURN"), ("-j", "DROP")]
+
+
+def test_guest_chains_are_deterministic_and_tokenised():
+    nic = addresses.parse_nic('{"mac": "02:00:00:00:00:01", "ips": [{"ip": "192.0.2.11", '
+                              '"enabled": "1"}], "ip6s": [{"ip": "2001:db8::11", "enabled": "1"}]}')
+    vif = addresses.VifName("vif1.0")
+    for family in ruleset.FAMILIES:
+        for table in ruleset.TABLES[family]:
+            first = ruleset.vif_chains(family, table, vif, nic)
+            assert first == ruleset.vif_chains(family, table, vif, nic)
+            for chain in first:
+                assert chain.rules[-1] == ("-j", "DROP")
+                for rule in chain.rules:
+                    assert all(token and " " not in token for token in rule)
+
+
+def test_no_ipv6_means_all_ipv6_dropped():
+    nic = addresses.parse_nic('{"mac": "02:00:00:00:00:01", "ips": [{"ip": "192.0.2.11", '
+                              '"enabled": "1"}]}')
+    vif = addresses.VifName("vif1.0")
+    for chain in ruleset.vif_chains("ip6tables", "filter", vif, nic):
+        assert chain.rules == [("-j", "DROP")]
+    eb = ruleset.vif_chains("ebtables", "filter", vif, nic)
+    assert not [r for c in eb for r in c.rules if "IPv6" in r and r[-1] == "RETURN"]
+
+
+def test_restore_text_round_trips_through_parse_save():
+    batch = render.Batch("iptables")
+    batch.chains = ruleset.host_chains("iptables", "filter", ["eth1"])
+    batch.policies = {"FORWARD": "DROP"}
+    batch.insert_jumps = [("FORWARD", "VR-FORWARD")]
+    text = render.restore_text([batch])
+    assert text.startswith("*filter\n:FORWARD DROP [0:0]\n")
+    assert "-I FORWARD 1 -j VR-FORWARD" in text and text.endswith("COMMIT\n")
+    saved = render.parse_save(text.replace("-I FORWARD 1", "-A FORWARD"))["filter"]
+    assert ("FORWARD", "VR-FORWARD") in saved.jumps
+    assert set(c.name for c in batch.chains) <= set(saved.chains)
+
+
+def test_config_defaults_overrides_and_derived_tools(tmp_path, monkeypatch):
+    path = tmp_path / "conf"
+    path.write_text('# comment\nARPTABLES=arptables-legacy\nTRUSTED_INTERFACES="eth0, bond1"\n'
+                    "export STATE_DIR='/tmp/x'\nIPTABLES_RESTORE=/opt/ipt-restore\n")
+    monkeypatch.setenv("VIF_RULES_CONF", str(path))
+    cfg = config.load()
+    assert cfg.restore_tool("arptables") == "arptables-legacy-restore"
+    assert cfg.restore_tool("iptables") == "/opt/ipt-restore"
+    assert cfg.save_tool("ebtables") == "ebtables-save"
+    assert cfg.trusted_interfaces == ["eth0", "bond1"]
+    assert cfg.state_dir == "/tmp/x"
+    assert cfg.lock_file == config.DEFAULTS["LOCK_FILE"]
+    monkeypatch.delenv("VIF_RULES_CONF")
+    assert config.config_path() == "/etc/sysconfig/vif-rules"
+
+
+@pytest.mark.parametrize("text", ["NOPE=1\n", "IPTABLES=ipt; rm -rf /\n", "garbage\n",
+                                  'TRUSTED_INTERFACES="vif1.0"\n', "IPTABLES=\"x\n"])
+def test_config_refuses(tmp_path, text):
+    path = tmp_path / "conf"
+    path.write_text(text)
+    with pytest.raises(ConfigError):
+        config.load(str(path))
