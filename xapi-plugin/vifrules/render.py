@@ -55,6 +55,12 @@ def _table_lines(batch):
         lines.append(_chain_header(family, chain.name, chain.policy))
     for name in batch.delete:
         lines.append(_chain_header(family, name, "RETURN"))
+    # Legacy ebtables-restore --noflush only sets the policy of a chain that
+    # exists, without emptying it: flush explicitly, in every family alike.
+    for chain in batch.chains:
+        lines.append("-F %s" % chain.name)
+    for name in batch.delete:
+        lines.append("-F %s" % name)
     for builtin, target in batch.remove_jumps:
         lines.append("-D %s -j %s" % (builtin, target))
     for chain in batch.chains:
