@@ -168,6 +168,17 @@ class NetBed(object):
         python = python or sys.executable
         return self.run("h", [python, HOST_RULES] + list(args), check=check, env=self.env())
 
+    def python_in_host(self, python=None):
+        """A command that runs python inside the host namespace (for XAPI's
+        plugin runner, which starts [python, plugin, xml])."""
+        python = python or sys.executable
+        path = os.path.join(self.workdir, "python-in-host-%s" % os.path.basename(
+            os.path.dirname(os.path.dirname(python))))
+        with open(path, "w") as handle:
+            handle.write('#!/bin/sh\nexec ip netns exec %s %s "$@"\n' % (self.ns("h"), python))
+        os.chmod(path, 0o755)
+        return path
+
     def guest(self, port):
         for guest in self.guests:
             if guest.port == port:

@@ -3,6 +3,7 @@
 Errors become one line on stderr and the exit status of their kind.
 """
 
+import os
 import sys
 
 from vifrules import config as config_module
@@ -68,7 +69,15 @@ def run_guarded(function, argv, stderr):
         return error.exit_status
 
 
-def hook_main(argv, stdout=None, stderr=None, lookup=None):
+def _xapi_lookup(cfg, vif):
+    from vifrules import xapi
+    if not os.path.exists(cfg.get("XAPI_SOCKET")):
+        raise NoNetworkData(vif.name, "no --network given and XAPI is not running (%s)"
+                            % cfg.get("XAPI_SOCKET"))
+    return xapi.nic_for_vif(xapi.local_session(cfg), cfg, vif)
+
+
+def hook_main(argv, stdout=None, stderr=None):
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     if argv[:1] in (["-h"], ["--help"]):
@@ -83,10 +92,10 @@ def hook_main(argv, stdout=None, stderr=None, lookup=None):
             result = engine.teardown_vif(vif)
         else:
             if network is None:
-                if lookup is None:
-                    raise NoNetworkData(vif.name, "no --network given and no XAPI lookup")
-                network = lookup(vif)
-            result = engine.apply_vif(vif, parse_nic(network))
+                nic = _xapi_lookup(cfg, vif)
+            else:
+                nic = parse_nic(network)
+            result = engine.apply_vif(vif, nic)
         _write(stdout, json.dumps(result, sort_keys=True))
         return 0
 
@@ -124,7 +133,7 @@ def host_rules_main(argv, stdout=None, stderr=None, checker=None):
             if checker is None:
                 raise InvalidArgument("action", "check", "readiness check not available")
             return checker(cfg, stdout)
-        status = engine.host_status()
+        status = engine.status()
         if status["protected"]:
             _write(stdout, "host-rules: protected; %d VIF(s) on record; trusted uplinks: %s"
                    % (len(status["vifs"]), " ".join(status["trusted"]) or "none"))

@@ -25,6 +25,9 @@ DEFAULTS = {
     "STATE_DIR": "/var/run/vif-rules",
     "PROC_SYS": "/proc/sys",
     "XENSOURCE_NETWORK_CONF": "/etc/xensource/network.conf",
+    "XENSOURCE_INVENTORY": "/etc/xensource-inventory",
+    "XAPI_SOCKET": "/var/lib/xcp/xapi",
+    "SYS_CLASS_NET": "/sys/class/net",
 }
 TOOL_KEYS = ("IPTABLES", "IP6TABLES", "EBTABLES", "ARPTABLES")
 RESTORE_KEYS = ("IPTABLES_RESTORE", "IP6TABLES_RESTORE", "EBTABLES_RESTORE",

@@ -7,7 +7,6 @@ netfilter family, whatever the number of addresses.
 import os
 
 from vifrules import ruleset
-from vifrules.addresses import VifName
 from vifrules.errors import CommandFailed, HostNotReady
 from vifrules.render import Batch, SavedTable, parse_save, restore_text
 from vifrules.runner import Lock, locked, run
@@ -257,38 +256,72 @@ class Engine(object):
                 run([tool, "-X", name], check=False)
         self.log("host rules removed: the forward path is OPEN")
 
+    # ------------------------------------------------------------ reconciling
+
+    def sync(self, running, trusted=None):
+        """Make the host match the VIFs that really run here.
+
+        running maps each running VifName's name to (VifName, NicAddresses or
+        None when no data is known): VIFs on record that do not run are
+        removed; a running VIF without new data keeps the data on record, or
+        stays closed if there is none. One batch per family rebuilds all.
+        """
+        if trusted is None:
+            trusted = self.config.trusted_interfaces
+        return locked(self._lock(), self._sync, running, trusted)
+
+    def _sync(self, running, trusted):
+        removed = []
+        for vif in self.state.names():
+            if vif.name not in running:
+                self.state.remove(vif.name)
+                removed.append(vif.name)
+        applied, unchanged, without_data = [], [], []
+        names = list(running.keys())
+        names.sort()
+        for name in names:
+            vif, nic = running[name]
+            known = self.state.read(name)
+            if nic is None:
+                if known is None:
+                    without_data.append(name)
+                else:
+                    unchanged.append(name)
+                continue
+            if known == nic:
+                unchanged.append(name)
+            else:
+                self.state.write(name, nic)
+                applied.append(name)
+        result = self._setup_host(trusted)
+        removed_chains = []
+        for report in result["tables"].values():
+            removed_chains.extend(report["removed"])
+        self.log("sync: removed %s; applied %s; unchanged %d; without data %s" % (
+            ",".join(removed) or "-", ",".join(applied) or "-", len(unchanged),
+            ",".join(without_data) or "-"))
+        return {"removed": removed, "applied": applied, "unchanged": unchanged,
+                "without_data": without_data, "removed_chains": removed_chains,
+                "protected": result["vifs"]}
+
     # ------------------------------------------------------------ reporting
 
-    def host_status(self):
-        """What is in force, family by family; 'protected' is the verdict."""
+    def status(self):
+        """What is in force: the host's verdict ('protected'), what is missing,
+        and each VIF on record with its addresses and drop counters. One
+        'save -c' per family, whatever the number of VIFs."""
         missing = []
-        families = {}
+        dumps = {}
         for family in self.families():
-            try:
-                saved = self._save(family)
-            except CommandFailed:
+            status, text = run([self.config.save_tool(family), "-c"], check=False)[:2]
+            if status != 0:
                 missing.append("%s: cannot read the tables" % family)
                 continue
+            dumps[family] = text
+            saved = parse_save(text)
             for table in ruleset.TABLES[family]:
-                for builtin, policy in ruleset.builtin_policies(family, table).items():
-                    actual = saved[table].chains.get(builtin, "?")
-                    if actual != policy:
-                        missing.append("%s/%s: %s policy is %s, not %s" % (
-                            family, table, builtin, actual, policy))
-                for hook in ruleset.builtin_hooks(family, table):
-                    if hook not in saved[table].jumps:
-                        missing.append("%s/%s: no jump %s -> %s" % (
-                            family, table, hook[0], hook[1]))
-                for vif in self.state.names():
-                    for name in ruleset.vif_chain_names(table, vif.name):
-                        if name not in saved[table].chains:
-                            missing.append("%s/%s: %s is on record but chain %s is gone"
-                                           % (family, table, vif, name))
-            filter_chains = saved["filter"].chains
-            families[family] = {
-                "forward_policy": filter_chains.get("FORWARD", "?"),
-                "vifs": len([v for v in self.state.names()
-                             if ruleset.vif_chain_name(ruleset.FROM, v.name) in filter_chains])}
+                missing.extend(self._table_missing(family, table,
+                                                   saved.get(table, SavedTable())))
         if self.config.enabled("arptables"):
             missing.extend(self._arptables_missing())
         base = self.config.get("PROC_SYS")
@@ -296,30 +329,49 @@ class Engine(object):
             value = _read_first_line(os.path.join(base, name))
             if value != "1":
                 missing.append("sysctl %s is %s, not 1" % (name.replace("/", "."), value))
-        return {"protected": not missing, "missing": missing, "families": families,
-                "trusted": self.config.trusted_interfaces,
-                "vifs": [v.name for v in self.state.names()]}
-
-    def vif_status(self, vif):
-        nic = self.state.read(vif.name)
-        if nic is None:
-            return None
-        result = nic.to_dict()
-        result["vif"] = vif.name
-        result["dropped"] = self._drop_counters(vif)
-        return result
-
-    def _drop_counters(self, vif):
-        counts = {}
-        for family in self.families():
-            try:
-                text = run([self.config.save_tool(family), "-c"])[1]
-            except CommandFailed:
+        vifs = []
+        for vif in ruleset.sorted_vifs(self.state.names()):
+            nic = self.state.read(vif.name)
+            if nic is None:
                 continue
-            for direction, label in ((ruleset.FROM, "from_guest"), (ruleset.TO, "to_guest")):
-                name = ruleset.vif_chain_name(direction, vif.name)
-                counts.setdefault(label, {})[family] = _final_drop_packets(text, name)
-        return counts
+            entry = nic.to_dict()
+            entry["vif"] = vif.name
+            entry["dropped"] = _drop_counters(dumps, vif.name)
+            vifs.append(entry)
+        return {"protected": not missing, "missing": missing,
+                "trusted": self.config.trusted_interfaces, "vifs": vifs}
+
+    def _table_missing(self, family, table, saved):
+        missing = []
+        for builtin, policy in ruleset.builtin_policies(family, table).items():
+            actual = saved.chains.get(builtin, "?")
+            if actual != policy:
+                missing.append("%s/%s: %s policy is %s, not %s" % (
+                    family, table, builtin, actual, policy))
+        for hook in ruleset.builtin_hooks(family, table):
+            if hook not in saved.jumps:
+                missing.append("%s/%s: no jump %s -> %s" % (family, table, hook[0], hook[1]))
+        for vif in self.state.names():
+            for name in ruleset.vif_chain_names(table, vif.name):
+                if name not in saved.chains:
+                    missing.append("%s/%s: %s is on record but chain %s is gone"
+                                   % (family, table, vif, name))
+        return missing
+
+
+def _drop_counters(dumps, vif_name):
+    """{direction: {family: packets dropped by the VIF's closing rule}}."""
+    counts = {}
+    labels = {ruleset.FROM: "from_guest", ruleset.TO: "to_guest",
+              ruleset.MAC_GUARD: "foreign_mac"}
+    for family, text in dumps.items():
+        for table in ruleset.TABLES[family]:
+            for name in ruleset.vif_chain_names(table, vif_name):
+                direction = name[2]
+                packets = _final_drop_packets(text, name)
+                if packets is not None:
+                    counts.setdefault(labels[direction], {})[family] = packets
+    return counts
 
 
 def _without_missing_targets(chain, present):
@@ -350,7 +402,3 @@ def _read_first_line(path):
         return handle.readline().strip()
     finally:
         handle.close()
-
-
-def vif_names(names):
-    return [VifName(n) for n in names]

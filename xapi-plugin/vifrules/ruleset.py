@@ -279,7 +279,8 @@ def _node_chain(family, direction, node, kind, digits, vifs):
     return Chain(node_chain_name(direction, node), "DROP", rules), bool(targets)
 
 
-def _sorted_vifs(vifs):
+def sorted_vifs(vifs):
+    """By kind, then numerically by domid and devid: a stable order for rules."""
     keyed = [(v.kind, int(v.domid), int(v.devid), v) for v in vifs]
     keyed.sort()
     return [entry[3] for entry in keyed]
@@ -291,7 +292,7 @@ def dispatch_path(family, table, vif, vifs):
     Returns (chains to write, names of chains to delete): a node left with no
     guest beneath it is deleted, except the roots, which always exist.
     """
-    vifs = _sorted_vifs(vifs)
+    vifs = sorted_vifs(vifs)
     write, delete = [], []
     for direction in DIRECTIONS[table]:
         for node in trie_path(vif):
@@ -306,7 +307,7 @@ def dispatch_path(family, table, vif, vifs):
 
 def dispatch_tree(family, table, vifs):
     """Every trie node for the set vifs, roots included."""
-    vifs = _sorted_vifs(vifs)
+    vifs = sorted_vifs(vifs)
     nodes = []
     for kind in KINDS:
         nodes.append(kind)

@@ -1,0 +1,131 @@
+"""The XAPI plugin's functions: a thin layer over the engine.
+
+Each takes (session, args) with args a map of strings, checks the argument
+names strictly, and returns a JSON string. Errors stay VifRulesError here;
+function_table maps them once to the caller's XenAPIPlugin.Failure.
+"""
+
+from vifrules import API_VERSION, VERSION
+from vifrules import config as config_module
+from vifrules import xapi
+from vifrules.addresses import VifName, parse_interface_list, parse_nic
+from vifrules.compat import current_exception, string_types
+from vifrules.engine import Engine
+from vifrules.errors import InvalidArgument, VifRulesError
+from vifrules.log import syslog_logger
+
+PLUGIN_NAME = "vif_rules"
+
+# Error codes a caller may receive, with their params (see README).
+ERROR_CODES = ("VIF_RULES_INVALID_ARGUMENT", "VIF_RULES_NO_NETWORK_DATA",
+               "VIF_RULES_HOST_NOT_READY", "VIF_RULES_COMMAND_FAILED",
+               "VIF_RULES_LOCK_TIMEOUT", "VIF_RULES_BAD_CONFIG", "VIF_RULES_XAPI_ERROR")
+
+
+def _arguments(args, required, optional):
+    """args checked against the names a function takes; returns a plain dict."""
+    if not isinstance(args, dict):
+        raise InvalidArgument("args", repr(args)[:80], "must be a map of strings")
+    for name in args.keys():
+        if name not in required and name not in optional:
+            raise InvalidArgument(str(name), str(args[name])[:80], "unknown argument")
+        if not isinstance(args[name], string_types):
+            raise InvalidArgument(str(name), repr(args[name])[:80], "must be a string")
+    for name in required:
+        if name not in args or args[name] == "":
+            raise InvalidArgument(name, "", "missing")
+    return dict(args)
+
+
+def _engine():
+    cfg = config_module.load()
+    return cfg, Engine(cfg, syslog_logger(PLUGIN_NAME))
+
+
+def get_version(session, args):
+    _arguments(args, (), ())
+    return xapi.result_json({"api_version": API_VERSION, "version": VERSION})
+
+
+def setup_host(session, args):
+    args = _arguments(args, (), ("trusted",))
+    cfg, engine = _engine()
+    trusted = None
+    if "trusted" in args:
+        trusted = parse_interface_list(args["trusted"])
+    _require_ready(cfg)
+    result = engine.setup_host(trusted)
+    result["trusted"] = trusted or cfg.trusted_interfaces
+    return xapi.result_json(result)
+
+
+def _require_ready(cfg):
+    try:
+        from vifrules import readiness
+    except ImportError:
+        return
+    readiness.require_ready(cfg)
+
+
+def apply_vif(session, args):
+    args = _arguments(args, ("vif",), ("network",))
+    vif = VifName(args["vif"])
+    cfg, engine = _engine()
+    if "network" in args:
+        nic = parse_nic(args["network"])
+    else:
+        nic = xapi.nic_for_vif(session, cfg, vif)
+    result = engine.apply_vif(vif, nic)
+    result.update(nic.to_dict())
+    return xapi.result_json(result)
+
+
+def teardown_vif(session, args):
+    args = _arguments(args, ("vif",), ())
+    vif = VifName(args["vif"])
+    return xapi.result_json(_engine()[1].teardown_vif(vif))
+
+
+def status(session, args):
+    args = _arguments(args, (), ("vif",))
+    result = _engine()[1].status()
+    if "vif" in args:
+        wanted = VifName(args["vif"]).name
+        result["vifs"] = [v for v in result["vifs"] if v["vif"] == wanted]
+    return xapi.result_json(result)
+
+
+def sync(session, args):
+    _arguments(args, (), ())
+    cfg, engine = _engine()
+    running = xapi.running_vifs(session, cfg)
+    return xapi.result_json(engine.sync(running))
+
+
+FUNCTIONS = {
+    "get_version": get_version,
+    "setup_host": setup_host,
+    "apply_vif": apply_vif,
+    "teardown_vif": teardown_vif,
+    "status": status,
+    "sync": sync,
+}
+
+
+def function_table(failure_class):
+    """FUNCTIONS with each VifRulesError raised as failure_class(code, params):
+    the one place where our errors become XAPI Failures."""
+    table = {}
+    for name, function in FUNCTIONS.items():
+        table[name] = _at_the_edge(function, failure_class)
+    return table
+
+
+def _at_the_edge(function, failure_class):
+    def call(session, args):
+        try:
+            return function(session, args)
+        except VifRulesError:
+            error = current_exception()
+            raise failure_class(error.code, error.params)
+    return call
