@@ -473,3 +473,23 @@ def test_this_machine_with_legacy_ebtables(namespace):
         assert "EBT" in outcome["refusal"][0].upper()
         report = [l for l in outcome["lines"] if l.startswith("[FAIL] ebtables filter table")]
         assert report and report[0].endswith("-> provided by kernel-vifrules (pack kernel RPM)")
+
+
+def test_host_rules_check_and_start_refuse_an_openvswitch_host(tmp_path, require_netns):
+    """The CLI over the same check: 'check' lists items and exits 1 when not
+    ready; 'start' refuses the openvswitch backend with the way out."""
+    import netbed
+    with netbed.NetBed(str(tmp_path), backend="legacy", guests=[]) as bed:
+        ready = bed.host_rules("check", check=False)
+        assert ready.stdout.strip().splitlines()[-1].startswith(("READY", "NOT READY"))
+        assert "[ OK ] iptables physdev match" in ready.stdout
+        network_conf = tmp_path / "network.conf"
+        network_conf.write_text("openvswitch\n")
+        bed.write_config(XENSOURCE_NETWORK_CONF=str(network_conf))
+        refused = bed.host_rules("start", check=False)
+        assert refused.returncode == 4
+        assert "xe-switch-network-backend bridge" in refused.stderr
+        assert "VR-FORWARD" not in bed.ruleset()
+        report = bed.host_rules("check", check=False)
+        assert report.returncode == 1
+        assert "[FAIL] network backend: openvswitch" in report.stdout

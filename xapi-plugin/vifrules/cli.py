@@ -7,6 +7,7 @@ import os
 import sys
 
 from vifrules import config as config_module
+from vifrules import readiness
 from vifrules.addresses import VifName, parse_interface_list, parse_nic
 from vifrules.compat import current_exception, json
 from vifrules.engine import Engine
@@ -102,7 +103,7 @@ def hook_main(argv, stdout=None, stderr=None):
     return run_guarded(hook, argv, stderr)
 
 
-def host_rules_main(argv, stdout=None, stderr=None, checker=None):
+def host_rules_main(argv, stdout=None, stderr=None):
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
 
@@ -119,6 +120,7 @@ def host_rules_main(argv, stdout=None, stderr=None, checker=None):
         cfg = config_module.load()
         engine = Engine(cfg, syslog_logger("host-rules"))
         if action in ("start", "restart", "reload"):
+            readiness.require_bridge_backend(cfg)
             result = engine.setup_host(trusted)
             _write(stdout, "host-rules: default-drop rules in force; %d VIF(s) re-protected; "
                    "trusted uplinks: %s" % (len(result["vifs"]),
@@ -130,9 +132,10 @@ def host_rules_main(argv, stdout=None, stderr=None, checker=None):
                    "every guest can now spoof addresses and see other guests' traffic.")
             return 0
         if action == "check":
-            if checker is None:
-                raise InvalidArgument("action", "check", "readiness check not available")
-            return checker(cfg, stdout)
+            items = readiness.check(cfg)
+            for line in readiness.format_report(items):
+                _write(stdout, line)
+            return (not readiness.is_ready(items)) and 1 or 0
         status = engine.status()
         if status["protected"]:
             _write(stdout, "host-rules: protected; %d VIF(s) on record; trusted uplinks: %s"

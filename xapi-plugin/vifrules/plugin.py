@@ -7,7 +7,7 @@ function_table maps them once to the caller's XenAPIPlugin.Failure.
 
 from vifrules import API_VERSION, VERSION
 from vifrules import config as config_module
-from vifrules import xapi
+from vifrules import readiness, xapi
 from vifrules.addresses import VifName, parse_interface_list, parse_nic
 from vifrules.compat import current_exception, string_types
 from vifrules.engine import Engine
@@ -53,18 +53,10 @@ def setup_host(session, args):
     trusted = None
     if "trusted" in args:
         trusted = parse_interface_list(args["trusted"])
-    _require_ready(cfg)
+    readiness.require_ready(cfg)
     result = engine.setup_host(trusted)
     result["trusted"] = trusted or cfg.trusted_interfaces
     return xapi.result_json(result)
-
-
-def _require_ready(cfg):
-    try:
-        from vifrules import readiness
-    except ImportError:
-        return
-    readiness.require_ready(cfg)
 
 
 def apply_vif(session, args):

@@ -512,6 +512,14 @@ def format_report(items):
     return lines
 
 
+def require_bridge_backend(cfg, root="/"):
+    """The cheap part of require_ready, for every host-rules start: refuse
+    the openvswitch backend, where bridge netfilter rules are not enforced."""
+    item = _backend_item(cfg, root)
+    if item["state"] == MISSING:
+        raise HostNotReady("network backend: %s" % item["detail"], SWITCH_HOW)
+
+
 def require_ready(cfg, root="/", run_commands=True):
     """Raise HostNotReady(what, how) unless setup_host can protect this host.
 
