@@ -1,6 +1,7 @@
 #!/bin/bash
 # vif-rules build driver.
 #   ./build.sh            build the supplemental pack into out/
+#   ./build.sh --kernel-srpm FILE   the same, with the vendor dom0 kernel rebuilt
 #   ./build.sh test       install test dependencies (apt + venv) and run the whole suite
 #   ./build.sh demo       one-minute demo on a throwaway namespace bridge
 #   ./build.sh bench      benchmark against the 2010 per-rule approach
@@ -42,13 +43,21 @@ make_venv() {
 }
 
 build_pack() {
+    local kernel_srpm=""
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --kernel-srpm) kernel_srpm=${2:?--kernel-srpm needs a file}; shift 2 ;;
+            --kernel-srpm=*) kernel_srpm=${1#--kernel-srpm=}; shift ;;
+            *) echo "build.sh: unknown option $1" >&2; exit 2 ;;
+        esac
+    done
+    apt_install rpm genisoimage python3
     mkdir -p "$OUT"
-    if [ -x "$TOP/rpm/build-userspace.sh" ]; then
-        "$TOP/rpm/build-userspace.sh" "$OUT"
+    "$TOP/rpm/build-userspace.sh" "$OUT"
+    if [ -n "$kernel_srpm" ]; then
+        python3 "$TOP/rpm/kernel/rebuild-kernel-srpm.py" --srpm "$kernel_srpm" --out "$OUT"
     fi
-    if [ -x "$TOP/pack/build-pack.sh" ]; then
-        "$TOP/pack/build-pack.sh" "$OUT"
-    fi
+    "$TOP/pack/build-pack.sh" "$OUT"
     echo "build.sh: artefacts in $OUT"
 }
 
@@ -56,6 +65,8 @@ cmd=${1:-build}
 case "$cmd" in
     build|pack)
         shift || true
+        build_pack "$@" ;;
+    --kernel-srpm*)
         build_pack "$@" ;;
     test)
         shift
@@ -74,5 +85,5 @@ case "$cmd" in
         make_venv
         exec "$VENV/bin/python" "$TOP/tests/bench/bench.py" "$@" ;;
     *)
-        sed -n '2,7p' "$0" >&2; exit 2 ;;
+        sed -n '2,8p' "$0" >&2; exit 2 ;;
 esac
