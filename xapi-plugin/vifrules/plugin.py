@@ -9,7 +9,7 @@ from vifrules import API_VERSION, VERSION
 from vifrules import config as config_module
 from vifrules import readiness, xapi
 from vifrules.addresses import VifName, parse_interface_list, parse_nic
-from vifrules.compat import current_exception, string_types
+from vifrules.compat import current_exception, json, string_types
 from vifrules.engine import Engine
 from vifrules.errors import InvalidArgument, VifRulesError
 from vifrules.log import syslog_logger
@@ -37,6 +37,10 @@ def _arguments(args, required, optional):
     return dict(args)
 
 
+def _json(value):
+    return json.dumps(value, sort_keys=True)
+
+
 def _engine():
     cfg = config_module.load()
     return cfg, Engine(cfg, syslog_logger(PLUGIN_NAME))
@@ -44,7 +48,7 @@ def _engine():
 
 def get_version(session, args):
     _arguments(args, (), ())
-    return xapi.result_json({"api_version": API_VERSION, "version": VERSION})
+    return _json({"api_version": API_VERSION, "version": VERSION})
 
 
 def setup_host(session, args):
@@ -56,7 +60,7 @@ def setup_host(session, args):
     readiness.require_ready(cfg)
     result = engine.setup_host(trusted)
     result["trusted"] = trusted or cfg.trusted_interfaces
-    return xapi.result_json(result)
+    return _json(result)
 
 
 def apply_vif(session, args):
@@ -69,13 +73,13 @@ def apply_vif(session, args):
         nic = xapi.nic_for_vif(session, cfg, vif)
     result = engine.apply_vif(vif, nic)
     result.update(nic.to_dict())
-    return xapi.result_json(result)
+    return _json(result)
 
 
 def teardown_vif(session, args):
     args = _arguments(args, ("vif",), ())
     vif = VifName(args["vif"])
-    return xapi.result_json(_engine()[1].teardown_vif(vif))
+    return _json(_engine()[1].teardown_vif(vif))
 
 
 def status(session, args):
@@ -84,14 +88,14 @@ def status(session, args):
     if "vif" in args:
         wanted = VifName(args["vif"]).name
         result["vifs"] = [v for v in result["vifs"] if v["vif"] == wanted]
-    return xapi.result_json(result)
+    return _json(result)
 
 
 def sync(session, args):
     _arguments(args, (), ())
     cfg, engine = _engine()
     running = xapi.running_vifs(session, cfg)
-    return xapi.result_json(engine.sync(running))
+    return _json(engine.sync(running))
 
 
 FUNCTIONS = {

@@ -9,7 +9,7 @@ import os
 import re
 
 from vifrules.addresses import VifName, parse_mac, parse_nic
-from vifrules.compat import current_exception, json
+from vifrules.compat import current_exception
 from vifrules.errors import HostNotReady, InvalidArgument, NoNetworkData, XapiError
 
 NETWORKING_PREFIX = "vm-data/networking/"
@@ -147,7 +147,3 @@ def running_vifs(session, cfg):
                         nic = None
                 result[vif.name] = (vif, nic)
     return result
-
-
-def result_json(value):
-    return json.dumps(value, sort_keys=True)
