@@ -85,10 +85,10 @@ def test_trie_keeps_every_node_small_at_a_thousand_guests():
 def test_trie_path_is_rewritten_and_emptied_nodes_deleted():
     vif = addresses.VifName("vif123.0")
     others = _vifs(["vif1.0", "vif12.1"])
-    write, delete = ruleset.dispatch_path("ebtables", "filter", vif, others)
+    write, delete = ruleset.dispatch_path("ebtables", "nat", vif, others)
     assert delete == ["VRFn-vif123", "VRTn-vif123"]
     assert "VRFn-vif12" in [c.name for c in write]
-    write, delete = ruleset.dispatch_path("ebtables", "filter", vif, others + [vif])
+    write, delete = ruleset.dispatch_path("ebtables", "nat", vif, others + [vif])
     assert delete == []
     node = [c for c in write if c.name == "VRFn-vif123"][0]
     assert node.rules == [("-i", "vif123.0", "-j", "VRF-vif123.0"),
@@ -115,7 +115,8 @@ def test_no_ipv6_means_all_ipv6_dropped():
     vif = addresses.VifName("vif1.0")
     for chain in ruleset.vif_chains("ip6tables", "filter", vif, nic):
         assert chain.rules == [("-j", "DROP")]
-    eb = ruleset.vif_chains("ebtables", "filter", vif, nic)
+    eb = ruleset.vif_chains("ebtables", "nat", vif, nic)
+    assert eb and [r for c in eb for r in c.rules if "IPv4" in r]
     assert not [r for c in eb for r in c.rules if "IPv6" in r and r[-1] == "RETURN"]
 
 
@@ -155,3 +156,14 @@ def test_config_refuses(tmp_path, text):
     path.write_text(text)
     with pytest.raises(ConfigError):
         config.load(str(path))
+
+
+def test_iptables_trie_uses_goto_and_the_others_return_pairs():
+    vifs = _vifs(["vif1.0", "vif12.0"])
+    node = [c for c in ruleset.dispatch_tree("iptables", "filter", vifs) if c.name == "VRFn-vif1"][0]
+    assert node.rules == [("-m", "physdev", "--physdev-in", "vif1.0", "-g", "VRF-vif1.0"),
+                          ("-m", "physdev", "--physdev-in", "vif12+", "-g", "VRFn-vif12"),
+                          ("-j", "DROP")]
+    node = [c for c in ruleset.dispatch_tree("ip6tables", "filter", vifs) if c.name == "VRFn-vif1"][0]
+    assert node.rules[1] == ("-m", "physdev", "--physdev-in", "vif1.0", "-j", "RETURN")
+    assert ruleset.dispatch_tree("ebtables", "filter", vifs) == []

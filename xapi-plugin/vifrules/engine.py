@@ -110,7 +110,7 @@ class Engine(object):
         for table in ruleset.TABLES[family]:
             batch = Batch(family, table)
             batch.chains, delete = ruleset.dispatch_path(family, table, vif, remaining)
-            own = ruleset.vif_chain_names(table, vif.name)
+            own = ruleset.vif_chain_names(family, table, vif.name)
             if saved is None:
                 absent_before = ruleset.dispatch_path(family, table, vif, before)[1]
                 delete = [name for name in delete if name not in absent_before]
@@ -352,7 +352,7 @@ class Engine(object):
             if hook not in saved.jumps:
                 missing.append("%s/%s: no jump %s -> %s" % (family, table, hook[0], hook[1]))
         for vif in self.state.names():
-            for name in ruleset.vif_chain_names(table, vif.name):
+            for name in ruleset.vif_chain_names(family, table, vif.name):
                 if name not in saved.chains:
                     missing.append("%s/%s: %s is on record but chain %s is gone"
                                    % (family, table, vif, name))
@@ -362,11 +362,10 @@ class Engine(object):
 def _drop_counters(dumps, vif_name):
     """{direction: {family: packets dropped by the VIF's closing rule}}."""
     counts = {}
-    labels = {ruleset.FROM: "from_guest", ruleset.TO: "to_guest",
-              ruleset.MAC_GUARD: "foreign_mac"}
+    labels = {ruleset.FROM: "from_guest", ruleset.TO: "to_guest"}
     for family, text in dumps.items():
         for table in ruleset.TABLES[family]:
-            for name in ruleset.vif_chain_names(table, vif_name):
+            for name in ruleset.vif_chain_names(family, table, vif_name):
                 direction = name[2]
                 packets = _final_drop_packets(text, name)
                 if packets is not None:

@@ -3,34 +3,37 @@
 A rule is a tuple of argument tokens ending in '-j TARGET'; a Chain holds the
 rules of one chain. Nothing here runs a command or touches a file.
 
-Layout, per family (ebtables, iptables, ip6tables):
-  built-in FORWARD (policy DROP) -> VR-FORWARD; INPUT -> VR-INPUT;
-  OUTPUT -> VR-OUTPUT (ebtables only: bridged dom0 output is not visible to
-  iptables' physdev-out).
-  VR-FORWARD sends a frame from a guest port to the guest's 'from' check and a
-  frame to a guest port to the guest's 'to' check; each returns if the frame is
-  allowed and drops it otherwise. Then both ports must be guest or trusted ports.
-  In ebtables' nat table, PREROUTING checks a guest's source MAC before the
-  bridge learns it, so a guest cannot pull another guest's traffic to its
-  port by sending with that guest's MAC.
+Layout:
+  ebtables keeps each guest's checks in the nat table, as libvirt does:
+  PREROUTING -> VR-PREROUTING sends a frame from a guest port to the guest's
+  'from' chain before the bridge learns its source MAC (so no guest can pull
+  another's traffic to its port); POSTROUTING -> VR-POSTROUTING sends a frame
+  to a guest port, forwarded or from dom0, to the guest's 'to' chain. The
+  filter table holds only the host's default DROP on FORWARD and the check
+  that both ports are guest or trusted ports. So one event is one commit.
+  iptables and ip6tables: FORWARD (policy DROP) -> VR-FORWARD sends a packet
+  from a guest port to its 'from' chain, to a guest port to its 'to' chain,
+  then checks both ports; INPUT -> VR-INPUT checks what guests send to dom0.
+  A guest chain RETURNs what it allows and drops the rest.
   Dispatch to a guest's chain walks a trie over the digits of the domid
-  (VRFn-vif -> VRFn-vif1 -> VRFn-vif12 -> VRF-vif12.0), so a frame passes about
-  eleven rules per digit instead of one rule per guest on the host.
+  (VRFn-vif -> VRFn-vif1 -> VRFn-vif12 -> VRF-vif12.0), so a frame passes a
+  few rules per digit instead of one rule per guest on the host.
 """
 
 from vifrules.addresses import ipv6_to_words, link_local_from_mac, solicited_node
 
 FAMILIES = ("ebtables", "iptables", "ip6tables")
 KINDS = ("vif", "tap")
-FROM, TO, MAC_GUARD = "F", "T", "M"  # from the guest / to it / before learning
+FROM, TO = "F", "T"  # from the guest / to the guest
 TABLES = {"ebtables": ("filter", "nat"), "iptables": ("filter",),
           "ip6tables": ("filter",)}
-DIRECTIONS = {"filter": (FROM, TO), "nat": (MAC_GUARD,)}
+# The table that holds the guests' chains in each family.
+GUEST_TABLE = {"ebtables": "nat", "iptables": "filter", "ip6tables": "filter"}
 
 BASE_FORWARD = "VR-FORWARD"
 BASE_INPUT = "VR-INPUT"
-BASE_OUTPUT = "VR-OUTPUT"
 BASE_PREROUTING = "VR-PREROUTING"
+BASE_POSTROUTING = "VR-POSTROUTING"
 PORTS_IN = "VR-PORTS-IN"
 PORTS_OUT = "VR-PORTS-OUT"
 CHAIN_PREFIX = "VR"  # every chain vif-rules owns starts with it
@@ -61,7 +64,7 @@ class Chain(object):
 
 
 def is_our_chain(name):
-    return name.startswith(CHAIN_PREFIX) and name[len(CHAIN_PREFIX):][:1] in ("-", "F", "T", "M")
+    return name.startswith(CHAIN_PREFIX) and name[len(CHAIN_PREFIX):][:1] in ("-", "F", "T")
 
 
 def vif_chain_name(direction, vif_name):
@@ -75,10 +78,10 @@ def node_chain_name(direction, prefix):
 def port_match(family, direction, port):
     """Match the bridge port a frame comes in by (FROM) or goes out by (TO)."""
     if family == "ebtables":
-        if direction in (FROM, MAC_GUARD):
+        if direction == FROM:
             return ("-i", port)
         return ("-o", port)
-    if direction in (FROM, MAC_GUARD):
+    if direction == FROM:
         return ("-m", "physdev", "--physdev-in", port)
     return ("-m", "physdev", "--physdev-out", port)
 
@@ -221,28 +224,30 @@ def _ipv6_destinations(nic):
     return result
 
 
-def _ebtables_mac_guard(mac, nic):
-    return [("-s", mac, "-j", "RETURN"), ("-j", "DROP")]
-
-
 _VIF_RULES = {
     ("ebtables", FROM): _ebtables_from, ("ebtables", TO): _ebtables_to,
-    ("ebtables", MAC_GUARD): _ebtables_mac_guard,
     ("iptables", FROM): _iptables_from, ("iptables", TO): _iptables_to,
     ("ip6tables", FROM): _ip6tables_from, ("ip6tables", TO): _ip6tables_to,
 }
 
 
+def directions(family, table):
+    """The guest chains a table holds: from and to the guest, or none."""
+    if GUEST_TABLE[family] == table:
+        return (FROM, TO)
+    return ()
+
+
 def vif_chains(family, table, vif, nic):
-    """The chains of one guest port in one table: in filter, what it may send
-    and what it may receive; in ebtables' nat, its source MAC."""
+    """The chains of one guest port in one table: what it may send and what
+    it may receive."""
     return [Chain(vif_chain_name(direction, vif.name), "DROP",
                   _VIF_RULES[(family, direction)](nic.mac, nic))
-            for direction in DIRECTIONS[table]]
+            for direction in directions(family, table)]
 
 
-def vif_chain_names(table, vif_name):
-    return [vif_chain_name(direction, vif_name) for direction in DIRECTIONS[table]]
+def vif_chain_names(family, table, vif_name):
+    return [vif_chain_name(direction, vif_name) for direction in directions(family, table)]
 
 
 # ---------------------------------------------------------------- dispatch trie
@@ -253,9 +258,9 @@ def trie_path(vif):
 
 
 def _node_chain(family, direction, node, kind, digits, vifs):
-    """One trie node. RETURN from a guest's chain means 'allowed', and lands
-    back here, so each jump is followed by a RETURN with the same match; a
-    port no guest chain claims falls through to DROP (fail closed)."""
+    """One trie node. RETURN from a guest's chain means 'allowed' and lands
+    back here, so each jump is followed by a RETURN with the same match (or
+    is a goto); a port no guest chain claims falls through to DROP."""
     targets = []
     children = []
     for vif in vifs:
@@ -273,8 +278,13 @@ def _node_chain(family, direction, node, kind, digits, vifs):
     rules = []
     for port, chain in targets:
         match = port_match(family, direction, port)
-        rules.append(match + ("-j", chain))
-        rules.append(match + ("-j", "RETURN"))
+        if family == "iptables":
+            # goto: the guest chain's RETURN goes straight back to the chain
+            # that entered the trie (ip6tables has -g only from 1.4.2).
+            rules.append(match + ("-g", chain))
+        else:
+            rules.append(match + ("-j", chain))
+            rules.append(match + ("-j", "RETURN"))
     rules.append(("-j", "DROP"))
     return Chain(node_chain_name(direction, node), "DROP", rules), bool(targets)
 
@@ -294,7 +304,7 @@ def dispatch_path(family, table, vif, vifs):
     """
     vifs = sorted_vifs(vifs)
     write, delete = [], []
-    for direction in DIRECTIONS[table]:
+    for direction in directions(family, table):
         for node in trie_path(vif):
             digits = node[len(vif.kind):]
             chain, used = _node_chain(family, direction, node, vif.kind, digits, vifs)
@@ -316,7 +326,7 @@ def dispatch_tree(family, table, vifs):
             if node not in nodes:
                 nodes.append(node)
     chains = []
-    for direction in DIRECTIONS[table]:
+    for direction in directions(family, table):
         for node in nodes:
             kind = node[:3]
             chains.append(_node_chain(family, direction, node, kind, node[3:], vifs)[0])
@@ -327,12 +337,11 @@ def dispatch_tree(family, table, vifs):
 
 def builtin_hooks(family, table):
     """(built-in chain, our chain) pairs; the jump goes first in the built-in."""
-    if table == "nat":
-        return [("PREROUTING", BASE_PREROUTING)]
-    hooks = [("FORWARD", BASE_FORWARD), ("INPUT", BASE_INPUT)]
     if family == "ebtables":
-        hooks.append(("OUTPUT", BASE_OUTPUT))
-    return hooks
+        if table == "nat":
+            return [("PREROUTING", BASE_PREROUTING), ("POSTROUTING", BASE_POSTROUTING)]
+        return [("FORWARD", BASE_FORWARD)]
+    return [("FORWARD", BASE_FORWARD), ("INPUT", BASE_INPUT)]
 
 
 def builtin_policies(family, table):
@@ -341,40 +350,34 @@ def builtin_policies(family, table):
     return {"FORWARD": "DROP"}
 
 
+def _dispatch_roots(family, direction):
+    return [port_match(family, direction, kind + "+") + ("-j", node_chain_name(direction, kind))
+            for kind in KINDS]
+
+
+def _port_checks(family, trusted):
+    """Both ports of a forwarded frame must be guest ports or trusted uplinks."""
+    ports = [kind + "+" for kind in KINDS] + list(trusted)
+    chains = []
+    for direction, name in ((FROM, PORTS_IN), (TO, PORTS_OUT)):
+        rules = [port_match(family, direction, port) + ("-j", "RETURN") for port in ports]
+        rules.append(("-j", "DROP"))
+        chains.append(Chain(name, "DROP", rules))
+    return chains
+
+
 def host_chains(family, table, trusted):
     """Our base chains for one family and table; trusted are the uplinks."""
-    if table == "nat":
-        return [Chain(BASE_PREROUTING, "RETURN",
-                      [port_match(family, MAC_GUARD, kind + "+") +
-                       ("-j", node_chain_name(MAC_GUARD, kind)) for kind in KINDS])]
-    guest_ports = [kind + "+" for kind in KINDS]
-    forward = []
-    for direction in (FROM, TO):
-        for kind in KINDS:
-            forward.append(port_match(family, direction, kind + "+") +
-                           ("-j", node_chain_name(direction, kind)))
-    forward.append(("-j", PORTS_IN))
-    forward.append(("-j", PORTS_OUT))
-    forward.append(("-j", "ACCEPT"))
-    ports = {}
-    for direction in (FROM, TO):
-        rules = [port_match(family, direction, port) + ("-j", "RETURN")
-                 for port in guest_ports + list(trusted)]
-        rules.append(("-j", "DROP"))
-        ports[direction] = rules
-    chains = [
-        Chain(BASE_FORWARD, "RETURN", forward),
-        Chain(PORTS_IN, "DROP", ports[FROM]),
-        Chain(PORTS_OUT, "DROP", ports[TO]),
-        Chain(BASE_INPUT, "RETURN",
-              [port_match(family, FROM, kind + "+") + ("-j", node_chain_name(FROM, kind))
-               for kind in KINDS]),
-    ]
+    checks = [("-j", PORTS_IN), ("-j", PORTS_OUT), ("-j", "ACCEPT")]
     if family == "ebtables":
-        chains.append(Chain(BASE_OUTPUT, "RETURN",
-                            [port_match(family, TO, kind + "+") +
-                             ("-j", node_chain_name(TO, kind)) for kind in KINDS]))
-    return chains
+        if table == "nat":
+            return [Chain(BASE_PREROUTING, "RETURN", _dispatch_roots(family, FROM)),
+                    Chain(BASE_POSTROUTING, "RETURN", _dispatch_roots(family, TO))]
+        return [Chain(BASE_FORWARD, "RETURN", checks)] + _port_checks(family, trusted)
+    forward = _dispatch_roots(family, FROM) + _dispatch_roots(family, TO) + checks
+    return [Chain(BASE_FORWARD, "RETURN", forward),
+            Chain(BASE_INPUT, "RETURN", _dispatch_roots(family, FROM))] + \
+        _port_checks(family, trusted)
 
 
 def arptables_commands(trusted):
