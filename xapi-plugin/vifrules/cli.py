@@ -7,7 +7,6 @@ import os
 import sys
 
 from vifrules import config as config_module
-from vifrules import readiness
 from vifrules.addresses import VifName, parse_interface_list, parse_nic
 from vifrules.compat import current_exception, json
 from vifrules.engine import Engine
@@ -117,6 +116,7 @@ def host_rules_main(argv, stdout=None, stderr=None):
             if action not in ("start", "restart", "reload"):
                 raise InvalidArgument("arguments", " ".join(argv), HOST_USAGE)
             trusted = parse_interface_list(argv[1])
+        from vifrules import readiness  # only here: the vif hook must start fast
         cfg = config_module.load()
         engine = Engine(cfg, syslog_logger("host-rules"))
         if action in ("start", "restart", "reload"):
