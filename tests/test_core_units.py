@@ -167,3 +167,32 @@ def test_iptables_trie_uses_goto_and_the_others_return_pairs():
     node = [c for c in ruleset.dispatch_tree("ip6tables", "filter", vifs) if c.name == "VRFn-vif1"][0]
     assert node.rules[1] == ("-m", "physdev", "--physdev-in", "vif1.0", "-j", "RETURN")
     assert ruleset.dispatch_tree("ebtables", "filter", vifs) == []
+
+
+@pytest.mark.parametrize("family,table", [("iptables", "filter"), ("ip6tables", "filter"),
+                                          ("ebtables", "nat")])
+def test_inserting_a_new_vif_gives_exactly_the_rewritten_trie(family, table):
+    """dispatch_insert's sorted inserts must end where a full rewrite ends, or
+    applying in another order would not be byte-identical."""
+    import random
+    rng = random.Random(7)
+    for _ in range(200):
+        names = set()
+        while len(names) < rng.randint(0, 25):
+            names.add("%s%d.%d" % (rng.choice(["vif", "vif", "tap"]), rng.randint(1, 400),
+                                   rng.randint(0, 2)))
+        before = _vifs(sorted(names))
+        new = "vif%d.%d" % (rng.randint(1, 400), rng.randint(0, 2))
+        if new in names:
+            continue
+        vif = addresses.VifName(new)
+        chains = dict((c.name, list(c.rules)) for c in ruleset.dispatch_tree(family, table, before))
+        new_chains, inserts = ruleset.dispatch_insert(family, table, vif, before)
+        for chain in new_chains:
+            assert chain.name not in chains
+            chains[chain.name] = list(chain.rules)
+        for name, position, rule in inserts:
+            chains[name].insert(position - 1, rule)
+        expected = dict((c.name, c.rules) for c in
+                        ruleset.dispatch_tree(family, table, before + [vif]))
+        assert chains == expected, (sorted(names), new)

@@ -48,18 +48,13 @@ class Engine(object):
 
     def _apply_vif(self, vif, nic):
         previous = self.state.read(vif.name)
+        members = self._members_without(vif)
         self.state.write(vif.name, nic)
-        vifs = self._vifs_with(vif)
         try:
             try:
                 for family in self.families():
-                    batches = []
-                    for table in ruleset.TABLES[family]:
-                        batch = Batch(family, table)
-                        batch.chains = ruleset.vif_chains(family, table, vif, nic)
-                        batch.chains.extend(ruleset.dispatch_path(family, table, vif, vifs)[0])
-                        batches.append(batch)
-                    self._restore(family, batches)
+                    self._restore(family, self._apply_batches(
+                        family, vif, nic, previous, members[family]))
             except CommandFailed:
                 # The base or a sibling chain is missing (a flush, a reboot
                 # without host-rules): rebuild the whole host once.
@@ -68,42 +63,80 @@ class Engine(object):
         except Exception:
             # Fail closed: the guest keeps no access rather than a half state.
             self.state.remove(vif.name)
-            self._teardown_chains(vif, True, best_effort=True)
+            self._teardown_chains(vif, nic, best_effort=True)
             raise
         self.log("applied %s mac=%s ipv4=%s ipv6=%s (was %s)" % (
             vif, nic.mac, ",".join(nic.ipv4) or "-", ",".join(nic.ipv6) or "-",
             previous and "protected" or "new"))
         return {"vif": vif.name, "replaced": previous is not None}
 
+    def _apply_batches(self, family, vif, nic, previous, others):
+        """The change for one family. A VIF new to the family's trie gets its
+        chains created and one entry inserted (adding only); a VIF already in
+        it gets its own chains rewritten; one that leaves it (no more IPv6)
+        is torn down there."""
+        wanted = ruleset.wants_chains(family, nic)
+        had = previous is not None and ruleset.wants_chains(family, previous)
+        if not wanted:
+            if had:
+                return self._teardown_batches(family, vif, others, others + [vif], True, None)
+            return []
+        batches = []
+        for table in ruleset.TABLES[family]:
+            batch = Batch(family, table)
+            chains = ruleset.vif_chains(family, table, vif, nic)
+            if had:
+                batch.chains = chains
+            else:
+                batch.new_chains, batch.inserts = ruleset.dispatch_insert(
+                    family, table, vif, others)
+                batch.new_chains = chains + batch.new_chains
+            batches.append(batch)
+        return batches
+
+    def _members_without(self, vif):
+        """{family: the VIFs in the family's trie}, vif left out."""
+        everyone = [v for v in self.state.names() if v.name != vif.name]
+        with_ipv6 = [v for v in self.state.names_with_ipv6() if v.name != vif.name]
+        members = {}
+        for family in ruleset.FAMILIES:
+            members[family] = everyone
+        members["ip6tables"] = with_ipv6
+        return members
+
     def teardown_vif(self, vif):
         return locked(self._lock(), self._teardown_vif, vif)
 
     def _teardown_vif(self, vif):
-        known = self.state.read(vif.name) is not None
+        known = self.state.read(vif.name)
         self.state.remove(vif.name)
         self._teardown_chains(vif, known, best_effort=False)
-        self.log("tore down %s%s" % (vif, (not known and " (was not on record)") or ""))
-        return {"vif": vif.name, "was_protected": known}
+        self.log("tore down %s%s" % (vif, (known is None and " (was not on record)") or ""))
+        return {"vif": vif.name, "was_protected": known is not None}
 
-    def _teardown_chains(self, vif, was_on_record, best_effort):
-        remaining = self.state.names()
-        before = list(remaining)
-        if was_on_record:
-            before.append(vif)
+    def _teardown_chains(self, vif, known, best_effort):
+        """Remove vif from every family; known is its NicAddresses on record
+        (None: it was not), which says in which tries it is."""
+        members = self._members_without(vif)
         for family in self.families():
+            remaining = members[family]
+            was_member = known is not None and ruleset.wants_chains(family, known)
+            before = list(remaining)
+            if was_member:
+                before.append(vif)
             try:
                 try:
                     self._restore(family, self._teardown_batches(
-                        family, vif, remaining, before, was_on_record, None))
+                        family, vif, remaining, before, was_member, None))
                 except CommandFailed:
                     # The record and the kernel disagree: delete what is there.
                     self._restore(family, self._teardown_batches(
-                        family, vif, remaining, before, was_on_record, self._save(family)))
+                        family, vif, remaining, before, was_member, self._save(family)))
             except CommandFailed:
                 if not best_effort:
                     raise
 
-    def _teardown_batches(self, family, vif, remaining, before, was_on_record, saved):
+    def _teardown_batches(self, family, vif, remaining, before, was_member, saved):
         """Rewrite vif's trie path for the remaining VIFs and delete the chains
         that go: those the record says exist or, given saved, the kernel has."""
         batches = []
@@ -112,10 +145,11 @@ class Engine(object):
             batch.chains, delete = ruleset.dispatch_path(family, table, vif, remaining)
             own = ruleset.vif_chain_names(family, table, vif.name)
             if saved is None:
+                if not was_member:
+                    continue  # nothing of vif is in this family's tables
                 absent_before = ruleset.dispatch_path(family, table, vif, before)[1]
                 delete = [name for name in delete if name not in absent_before]
-                if was_on_record:
-                    delete.extend(own)
+                delete.extend(own)
             else:
                 present = saved[table].chains
                 delete = [name for name in delete + own if name in present]
@@ -124,11 +158,6 @@ class Engine(object):
             batch.delete = delete
             batches.append(batch)
         return batches
-
-    def _vifs_with(self, vif):
-        names = [v for v in self.state.names() if v.name != vif.name]
-        names.append(vif)
-        return names
 
     # ------------------------------------------------------------ the host
 
@@ -181,10 +210,11 @@ class Engine(object):
         return {"vifs": [v.name for v in vifs], "tables": report}
 
     def _desired_table(self, family, table, trusted, vifs, nics, saved):
+        members = [v for v in vifs if ruleset.wants_chains(family, nics[v.name])]
         batch = Batch(family, table)
         batch.chains = ruleset.host_chains(family, table, trusted)
-        batch.chains.extend(ruleset.dispatch_tree(family, table, vifs))
-        for vif in vifs:
+        batch.chains.extend(ruleset.dispatch_tree(family, table, members))
+        for vif in members:
             batch.chains.extend(ruleset.vif_chains(family, table, vif, nics[vif.name]))
         wanted = {}
         for chain in batch.chains:
@@ -312,6 +342,11 @@ class Engine(object):
         'save -c' per family, whatever the number of VIFs."""
         missing = []
         dumps = {}
+        nics = []
+        for vif in ruleset.sorted_vifs(self.state.names()):
+            nic = self.state.read(vif.name)
+            if nic is not None:
+                nics.append((vif, nic))
         for family in self.families():
             status, text = run([self.config.save_tool(family), "-c"], check=False)[:2]
             if status != 0:
@@ -319,9 +354,10 @@ class Engine(object):
                 continue
             dumps[family] = text
             saved = parse_save(text)
+            members = [vif for vif, nic in nics if ruleset.wants_chains(family, nic)]
             for table in ruleset.TABLES[family]:
                 missing.extend(self._table_missing(family, table,
-                                                   saved.get(table, SavedTable())))
+                                                   saved.get(table, SavedTable()), members))
         if self.config.enabled("arptables"):
             missing.extend(self._arptables_missing())
         base = self.config.get("PROC_SYS")
@@ -330,10 +366,7 @@ class Engine(object):
             if value != "1":
                 missing.append("sysctl %s is %s, not 1" % (name.replace("/", "."), value))
         vifs = []
-        for vif in ruleset.sorted_vifs(self.state.names()):
-            nic = self.state.read(vif.name)
-            if nic is None:
-                continue
+        for vif, nic in nics:
             entry = nic.to_dict()
             entry["vif"] = vif.name
             entry["dropped"] = _drop_counters(dumps, vif.name)
@@ -341,7 +374,7 @@ class Engine(object):
         return {"protected": not missing, "missing": missing,
                 "trusted": self.config.trusted_interfaces, "vifs": vifs}
 
-    def _table_missing(self, family, table, saved):
+    def _table_missing(self, family, table, saved, members):
         missing = []
         for builtin, policy in ruleset.builtin_policies(family, table).items():
             actual = saved.chains.get(builtin, "?")
@@ -351,7 +384,7 @@ class Engine(object):
         for hook in ruleset.builtin_hooks(family, table):
             if hook not in saved.jumps:
                 missing.append("%s/%s: no jump %s -> %s" % (family, table, hook[0], hook[1]))
-        for vif in self.state.names():
+        for vif in members:
             for name in ruleset.vif_chain_names(family, table, vif.name):
                 if name not in saved.chains:
                     missing.append("%s/%s: %s is on record but chain %s is gone"
@@ -377,7 +410,7 @@ def _without_missing_targets(chain, present):
     """chain without the jumps to chains the kernel does not have."""
     rules = [rule for rule in chain.rules
              if not (ruleset.is_our_chain(rule[-1]) and rule[-1] not in present)]
-    return ruleset.Chain(chain.name, chain.policy, rules)
+    return ruleset.Chain(chain.name, rules)
 
 
 def _final_drop_packets(save_text, chain):

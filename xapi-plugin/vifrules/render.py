@@ -10,20 +10,23 @@ class Batch(object):
     def __init__(self, family, table="filter"):
         self.family = family
         self.table = table
-        self.chains = []
+        self.chains = []  # written whole: created, or flushed and refilled
+        self.new_chains = []  # known not to exist: created and filled, no flush
+        self.inserts = []  # (chain, position, rule) into chains that exist
         self.delete = []
         self.policies = {}
         self.insert_jumps = []
         self.remove_jumps = []
 
     def is_empty(self):
-        return not (self.chains or self.delete or self.policies or
-                    self.insert_jumps or self.remove_jumps)
+        return not (self.chains or self.new_chains or self.inserts or self.delete or
+                    self.policies or self.insert_jumps or self.remove_jumps)
 
 
-def _chain_header(family, name, policy):
+def _chain_header(family, name):
+    # No policy on our chains: each ends with its own verdict (see ruleset.Chain).
     if family == "ebtables":
-        return ":%s %s" % (name, policy)
+        return ":%s RETURN" % name
     return ":%s - [0:0]" % name
 
 
@@ -51,21 +54,23 @@ def _table_lines(batch):
     builtins.sort()
     for name in builtins:
         lines.append(_builtin_header(family, name, batch.policies[name]))
-    for chain in batch.chains:
-        lines.append(_chain_header(family, chain.name, chain.policy))
+    for chain in batch.chains + batch.new_chains:
+        lines.append(_chain_header(family, chain.name))
     for name in batch.delete:
-        lines.append(_chain_header(family, name, "RETURN"))
-    # Legacy ebtables-restore --noflush only sets the policy of a chain that
-    # exists, without emptying it: flush explicitly, in every family alike.
+        lines.append(_chain_header(family, name))
+    # Legacy ebtables-restore --noflush does not empty a declared chain that
+    # exists: flush explicitly, in every family alike.
     for chain in batch.chains:
         lines.append("-F %s" % chain.name)
     for name in batch.delete:
         lines.append("-F %s" % name)
     for builtin, target in batch.remove_jumps:
         lines.append("-D %s -j %s" % (builtin, target))
-    for chain in batch.chains:
+    for chain in batch.chains + batch.new_chains:
         for rule in chain.rules:
             lines.append("-A %s %s" % (chain.name, " ".join(rule)))
+    for chain, position, rule in batch.inserts:
+        lines.append("-I %s %d %s" % (chain, position, " ".join(rule)))
     for builtin, target in batch.insert_jumps:
         lines.append("-I %s 1 -j %s" % (builtin, target))
     for name in batch.delete:

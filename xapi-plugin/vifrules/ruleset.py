@@ -45,22 +45,23 @@ BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
 
 
 class Chain(object):
-    """One chain: its name, its policy (ebtables user chains have one) and rules."""
+    """One chain: its name and rules. Every chain states its own end (a final
+    DROP, ACCEPT or nothing = RETURN), so no chain needs a policy: ebtables-nft
+    turns a user chain's policy into a hidden rule it rewrites, and deletes."""
 
-    def __init__(self, name, policy, rules):
+    def __init__(self, name, rules):
         self.name = name
-        self.policy = policy
         self.rules = [tuple(rule) for rule in rules]
 
     def __eq__(self, other):
-        return (isinstance(other, Chain) and self.name == other.name and
-                self.policy == other.policy and self.rules == other.rules)
+        return isinstance(other, Chain) and self.name == other.name and \
+            self.rules == other.rules
 
     def __ne__(self, other):
         return not self.__eq__(other)
 
     def __repr__(self):
-        return "Chain(%r, %r, %r)" % (self.name, self.policy, self.rules)
+        return "Chain(%r, %r)" % (self.name, self.rules)
 
 
 def is_our_chain(name):
@@ -231,6 +232,12 @@ _VIF_RULES = {
 }
 
 
+def wants_chains(family, nic):
+    """ip6tables holds chains only for guests with IPv6: for the others a
+    port with no chain already falls through to DROP."""
+    return family != "ip6tables" or bool(nic.ipv6)
+
+
 def directions(family, table):
     """The guest chains a table holds: from and to the guest, or none."""
     if GUEST_TABLE[family] == table:
@@ -241,7 +248,7 @@ def directions(family, table):
 def vif_chains(family, table, vif, nic):
     """The chains of one guest port in one table: what it may send and what
     it may receive."""
-    return [Chain(vif_chain_name(direction, vif.name), "DROP",
+    return [Chain(vif_chain_name(direction, vif.name),
                   _VIF_RULES[(family, direction)](nic.mac, nic))
             for direction in directions(family, table)]
 
@@ -257,13 +264,13 @@ def trie_path(vif):
     return [vif.kind + vif.domid[:i] for i in range(len(vif.domid) + 1)]
 
 
-def _node_chain(family, direction, node, kind, digits, vifs):
-    """One trie node. RETURN from a guest's chain means 'allowed' and lands
-    back here, so each jump is followed by a RETURN with the same match (or
-    is a goto); a port no guest chain claims falls through to DROP."""
+def _node_targets(direction, node, vifs):
+    """(port pattern, chain) entries of one trie node, in their order: the
+    node's own domid's VIFs by devid, then the child nodes by digit."""
+    kind, digits = node[:3], node[3:]
     targets = []
     children = []
-    for vif in vifs:
+    for vif in sorted_vifs(vifs):
         if vif.kind != kind:
             continue
         if vif.domid == digits:
@@ -275,18 +282,31 @@ def _node_chain(family, direction, node, kind, digits, vifs):
     children.sort()
     for child in children:
         targets.append((child + "+", node_chain_name(direction, child)))
+    return targets
+
+
+def _entry_rules(family, direction, port, chain):
+    """RETURN from a guest's chain means 'allowed' and lands back in the node,
+    so the jump is followed by a RETURN with the same match; iptables uses a
+    goto instead (ip6tables has -g only from 1.4.2)."""
+    match = port_match(family, direction, port)
+    if family == "iptables":
+        return [match + ("-g", chain)]
+    return [match + ("-j", chain), match + ("-j", "RETURN")]
+
+
+def _node_chain(family, direction, node, vifs):
+    """One trie node; a port no entry claims falls through to DROP."""
+    targets = _node_targets(direction, node, vifs)
     rules = []
     for port, chain in targets:
-        match = port_match(family, direction, port)
-        if family == "iptables":
-            # goto: the guest chain's RETURN goes straight back to the chain
-            # that entered the trie (ip6tables has -g only from 1.4.2).
-            rules.append(match + ("-g", chain))
-        else:
-            rules.append(match + ("-j", chain))
-            rules.append(match + ("-j", "RETURN"))
+        rules.extend(_entry_rules(family, direction, port, chain))
     rules.append(("-j", "DROP"))
-    return Chain(node_chain_name(direction, node), "DROP", rules), bool(targets)
+    return Chain(node_chain_name(direction, node), rules), bool(targets)
+
+
+def _node_exists(node, vifs):
+    return node in KINDS or bool(_node_targets(FROM, node, vifs))
 
 
 def sorted_vifs(vifs):
@@ -302,25 +322,49 @@ def dispatch_path(family, table, vif, vifs):
     Returns (chains to write, names of chains to delete): a node left with no
     guest beneath it is deleted, except the roots, which always exist.
     """
-    vifs = sorted_vifs(vifs)
     write, delete = [], []
     for direction in directions(family, table):
         for node in trie_path(vif):
-            digits = node[len(vif.kind):]
-            chain, used = _node_chain(family, direction, node, vif.kind, digits, vifs)
-            if used or digits == "":
+            chain, used = _node_chain(family, direction, node, vifs)
+            if used or node in KINDS:
                 write.append(chain)
             else:
                 delete.append(chain.name)
     return write, delete
 
 
+def dispatch_insert(family, table, vif, vifs):
+    """How to add a VIF that has no entry yet without rewriting the trie:
+    (new node chains, inserts [(chain, position, rule)]). The entry goes to
+    the deepest node that exists, at the place the full rewrite would give
+    it, so both ways end in the same rules. Adding only, no flush, keeps an
+    nf_tables transaction cheap."""
+    new_chains, inserts = [], []
+    after = list(vifs) + [vif]
+    path = trie_path(vif)
+    for direction in directions(family, table):
+        existing = [node for node in path if _node_exists(node, vifs)]
+        deepest = existing[-1]
+        for node in path[len(existing):]:
+            new_chains.append(_node_chain(family, direction, node, after)[0])
+        if len(existing) < len(path):
+            entry = (path[len(existing)] + "+", node_chain_name(direction, path[len(existing)]))
+        else:
+            entry = (vif.name, vif_chain_name(direction, vif.name))
+        position = 1
+        for target in _node_targets(direction, deepest, after):
+            if target == entry:
+                break
+            position += len(_entry_rules(family, direction, target[0], target[1]))
+        for offset, rule in enumerate(_entry_rules(family, direction, entry[0], entry[1])):
+            inserts.append((node_chain_name(direction, deepest), position + offset, rule))
+    return new_chains, inserts
+
+
 def dispatch_tree(family, table, vifs):
     """Every trie node for the set vifs, roots included."""
     vifs = sorted_vifs(vifs)
-    nodes = []
-    for kind in KINDS:
-        nodes.append(kind)
+    nodes = list(KINDS)
     for vif in vifs:
         for node in trie_path(vif):
             if node not in nodes:
@@ -328,8 +372,7 @@ def dispatch_tree(family, table, vifs):
     chains = []
     for direction in directions(family, table):
         for node in nodes:
-            kind = node[:3]
-            chains.append(_node_chain(family, direction, node, kind, node[3:], vifs)[0])
+            chains.append(_node_chain(family, direction, node, vifs)[0])
     return chains
 
 
@@ -362,7 +405,7 @@ def _port_checks(family, trusted):
     for direction, name in ((FROM, PORTS_IN), (TO, PORTS_OUT)):
         rules = [port_match(family, direction, port) + ("-j", "RETURN") for port in ports]
         rules.append(("-j", "DROP"))
-        chains.append(Chain(name, "DROP", rules))
+        chains.append(Chain(name, rules))
     return chains
 
 
@@ -371,12 +414,12 @@ def host_chains(family, table, trusted):
     checks = [("-j", PORTS_IN), ("-j", PORTS_OUT), ("-j", "ACCEPT")]
     if family == "ebtables":
         if table == "nat":
-            return [Chain(BASE_PREROUTING, "RETURN", _dispatch_roots(family, FROM)),
-                    Chain(BASE_POSTROUTING, "RETURN", _dispatch_roots(family, TO))]
-        return [Chain(BASE_FORWARD, "RETURN", checks)] + _port_checks(family, trusted)
+            return [Chain(BASE_PREROUTING, _dispatch_roots(family, FROM)),
+                    Chain(BASE_POSTROUTING, _dispatch_roots(family, TO))]
+        return [Chain(BASE_FORWARD, checks)] + _port_checks(family, trusted)
     forward = _dispatch_roots(family, FROM) + _dispatch_roots(family, TO) + checks
-    return [Chain(BASE_FORWARD, "RETURN", forward),
-            Chain(BASE_INPUT, "RETURN", _dispatch_roots(family, FROM))] + \
+    return [Chain(BASE_FORWARD, forward),
+            Chain(BASE_INPUT, _dispatch_roots(family, FROM))] + \
         _port_checks(family, trusted)
 
 

@@ -12,6 +12,7 @@ from vifrules.compat import json
 from vifrules.errors import InvalidArgument
 
 SUFFIX = ".json"
+IPV6_MEMBERS = "ipv6"  # a marker file per VIF with IPv6: the ip6tables trie's set
 
 
 class StateDir(object):
@@ -23,19 +24,11 @@ class StateDir(object):
 
     def names(self):
         """VifName of every VIF on record (files that are not ours are ignored)."""
-        try:
-            entries = os.listdir(self.path)
-        except OSError:
-            return []
-        result = []
-        for entry in entries:
-            if not entry.endswith(SUFFIX):
-                continue
-            try:
-                result.append(VifName(entry[:-len(SUFFIX)]))
-            except InvalidArgument:
-                continue
-        return result
+        return _vif_names(self.path, SUFFIX)
+
+    def names_with_ipv6(self):
+        """VifName of every VIF on record that has an IPv6 address."""
+        return _vif_names(os.path.join(self.path, IPV6_MEMBERS), "")
 
     def read(self, vif_name):
         """The NicAddresses on record for vif_name, or None."""
@@ -61,9 +54,37 @@ class StateDir(object):
         finally:
             handle.close()
         os.rename(temporary, self._file(vif_name))
+        marker = os.path.join(self.path, IPV6_MEMBERS, vif_name)
+        if nic.ipv6:
+            if not os.path.isdir(os.path.dirname(marker)):
+                os.makedirs(os.path.dirname(marker))
+            open(marker, "w").close()
+        else:
+            _unlink(marker)
 
     def remove(self, vif_name):
+        _unlink(os.path.join(self.path, IPV6_MEMBERS, vif_name))
+        _unlink(self._file(vif_name))
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _vif_names(directory, suffix):
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return []
+    result = []
+    for entry in entries:
+        if not entry.endswith(suffix):
+            continue
         try:
-            os.unlink(self._file(vif_name))
-        except OSError:
-            pass
+            result.append(VifName(entry[:len(entry) - len(suffix)]))
+        except InvalidArgument:
+            continue
+    return result
