@@ -73,8 +73,8 @@ class Engine(object):
     def _apply_batches(self, family, vif, nic, previous, others):
         """The change for one family. A VIF new to the family's trie gets its
         chains created and one entry inserted (adding only); a VIF already in
-        it gets its own chains rewritten; one that leaves it (no more IPv6)
-        is torn down there."""
+        it gets its chains and its trie path rewritten; one that leaves it (no
+        more IPv6) is torn down there."""
         wanted = ruleset.wants_chains(family, nic)
         had = previous is not None and ruleset.wants_chains(family, previous)
         if not wanted:
@@ -86,7 +86,10 @@ class Engine(object):
             batch = Batch(family, table)
             chains = ruleset.vif_chains(family, table, vif, nic)
             if had:
-                batch.chains = chains
+                # Rewriting the path too makes a flushed trie fail loudly
+                # (and be rebuilt) instead of leaving the chains unreachable.
+                batch.chains = chains + ruleset.dispatch_path(
+                    family, table, vif, others + [vif])[0]
             else:
                 batch.new_chains, batch.inserts = ruleset.dispatch_insert(
                     family, table, vif, others)
