@@ -82,16 +82,21 @@ def test_trie_keeps_every_node_small_at_a_thousand_guests():
     assert sorted(targets) == sorted("VRF-vif%d.0" % d for d in range(1, 1001))
 
 
-def test_trie_path_is_rewritten_and_emptied_nodes_deleted():
+def test_trie_path_is_rewritten_and_nodes_exist_only_above_two_guests():
     vif = addresses.VifName("vif123.0")
     others = _vifs(["vif1.0", "vif12.1"])
     write, delete = ruleset.dispatch_path("ebtables", "nat", vif, others)
-    assert delete == ["VRFn-vif123", "VRTn-vif123"]
-    assert "VRFn-vif12" in [c.name for c in write]
+    assert delete == ["VRFn-vif12", "VRFn-vif123", "VRTn-vif12", "VRTn-vif123"]
+    node = [c for c in write if c.name == "VRFn-vif1"][0]
+    assert node.rules == [("-i", "vif1.0", "-j", "VRF-vif1.0"), ("-i", "vif1.0", "-j", "RETURN"),
+                          ("-i", "vif12.1", "-j", "VRF-vif12.1"),
+                          ("-i", "vif12.1", "-j", "RETURN"), ("-j", "DROP")]
     write, delete = ruleset.dispatch_path("ebtables", "nat", vif, others + [vif])
-    assert delete == []
-    node = [c for c in write if c.name == "VRFn-vif123"][0]
-    assert node.rules == [("-i", "vif123.0", "-j", "VRF-vif123.0"),
+    assert delete == ["VRFn-vif123", "VRTn-vif123"]
+    node = [c for c in write if c.name == "VRFn-vif12"][0]
+    assert node.rules == [("-i", "vif12.1", "-j", "VRF-vif12.1"),
+                          ("-i", "vif12.1", "-j", "RETURN"),
+                          ("-i", "vif123.0", "-j", "VRF-vif123.0"),
                           ("-i", "vif123.0", "-j", "RETURN"), ("-j", "DROP")]
 
 
@@ -159,7 +164,7 @@ def test_config_refuses(tmp_path, text):
 
 
 def test_iptables_trie_uses_goto_and_the_others_return_pairs():
-    vifs = _vifs(["vif1.0", "vif12.0"])
+    vifs = _vifs(["vif1.0", "vif12.0", "vif12.1"])
     node = [c for c in ruleset.dispatch_tree("iptables", "filter", vifs) if c.name == "VRFn-vif1"][0]
     assert node.rules == [("-m", "physdev", "--physdev-in", "vif1.0", "-g", "VRF-vif1.0"),
                           ("-m", "physdev", "--physdev-in", "vif12+", "-g", "VRFn-vif12"),
@@ -187,10 +192,12 @@ def test_inserting_a_new_vif_gives_exactly_the_rewritten_trie(family, table):
             continue
         vif = addresses.VifName(new)
         chains = dict((c.name, list(c.rules)) for c in ruleset.dispatch_tree(family, table, before))
-        new_chains, inserts = ruleset.dispatch_insert(family, table, vif, before)
+        new_chains, removals, inserts = ruleset.dispatch_insert(family, table, vif, before)
         for chain in new_chains:
             assert chain.name not in chains
             chains[chain.name] = list(chain.rules)
+        for name, position, count in removals:
+            del chains[name][position - 1:position - 1 + count]
         for name, position, rule in inserts:
             chains[name].insert(position - 1, rule)
         expected = dict((c.name, c.rules) for c in

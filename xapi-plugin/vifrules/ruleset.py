@@ -260,29 +260,63 @@ def vif_chain_names(family, table, vif_name):
 # ---------------------------------------------------------------- dispatch trie
 
 def trie_path(vif):
-    """The trie nodes from the root to the node holding vif: vif, vif1, vif12."""
+    """The trie nodes from the root to vif's own domid: vif, vif1, vif12."""
     return [vif.kind + vif.domid[:i] for i in range(len(vif.domid) + 1)]
 
 
-def _node_targets(direction, node, vifs):
-    """(port pattern, chain) entries of one trie node, in their order: the
-    node's own domid's VIFs by devid, then the child nodes by digit."""
-    kind, digits = node[:3], node[3:]
-    targets = []
-    children = []
-    for vif in sorted_vifs(vifs):
-        if vif.kind != kind:
-            continue
-        if vif.domid == digits:
-            targets.append((vif.name, vif_chain_name(direction, vif.name)))
-        elif vif.domid.startswith(digits):
-            child = node + vif.domid[len(digits)]
-            if child not in children:
-                children.append(child)
-    children.sort()
-    for child in children:
-        targets.append((child + "+", node_chain_name(direction, child)))
-    return targets
+def sorted_vifs(vifs):
+    """By kind, then numerically by domid and devid: a stable order for rules."""
+    keyed = [(v.kind, int(v.domid), int(v.devid), v) for v in vifs]
+    keyed.sort()
+    return [entry[3] for entry in keyed]
+
+
+class _Trie(object):
+    """The dispatch trie of a set of VIFs, path-compressed: a node exists only
+    as a root or with two or more VIFs beneath it; a single VIF beneath a
+    child is reached from the parent by its exact name, which saves a chain
+    and a level for most guests."""
+
+    def __init__(self, vifs):
+        self.under = {}
+        for vif in sorted_vifs(vifs):
+            for node in trie_path(vif):
+                self.under.setdefault(node, []).append(vif)
+
+    def exists(self, node):
+        return node in KINDS or len(self.under.get(node, [])) >= 2
+
+    def nodes(self):
+        result = [node for node in self.under.keys() if self.exists(node)]
+        for kind in KINDS:
+            if kind not in result:
+                result.append(kind)
+        result.sort()
+        return result
+
+    def targets(self, direction, node):
+        """(port pattern, chain) entries of a node, in order: VIFs of the
+        node's own domid by devid, then what lies under each child digit."""
+        digits = node[3:]
+        under = self.under.get(node, [])
+        targets = [(v.name, vif_chain_name(direction, v.name))
+                   for v in under if v.domid == digits]
+        for digit in "0123456789":
+            child = node + digit
+            below = self.under.get(child, [])
+            if len(below) == 1:
+                targets.append((below[0].name, vif_chain_name(direction, below[0].name)))
+            elif below:
+                targets.append((child + "+", node_chain_name(direction, child)))
+        return targets
+
+    def chain(self, family, direction, node):
+        """One node's chain; a port no entry claims falls through to DROP."""
+        rules = []
+        for port, chain in self.targets(direction, node):
+            rules.extend(_entry_rules(family, direction, port, chain))
+        rules.append(("-j", "DROP"))
+        return Chain(node_chain_name(direction, node), rules)
 
 
 def _entry_rules(family, direction, port, chain):
@@ -295,85 +329,65 @@ def _entry_rules(family, direction, port, chain):
     return [match + ("-j", chain), match + ("-j", "RETURN")]
 
 
-def _node_chain(family, direction, node, vifs):
-    """One trie node; a port no entry claims falls through to DROP."""
-    targets = _node_targets(direction, node, vifs)
-    rules = []
-    for port, chain in targets:
-        rules.extend(_entry_rules(family, direction, port, chain))
-    rules.append(("-j", "DROP"))
-    return Chain(node_chain_name(direction, node), rules), bool(targets)
-
-
-def _node_exists(node, vifs):
-    return node in KINDS or bool(_node_targets(FROM, node, vifs))
-
-
-def sorted_vifs(vifs):
-    """By kind, then numerically by domid and devid: a stable order for rules."""
-    keyed = [(v.kind, int(v.domid), int(v.devid), v) for v in vifs]
-    keyed.sort()
-    return [entry[3] for entry in keyed]
+def _rule_count(family, targets):
+    return len(targets) * len(_entry_rules(family, FROM, "x", "y"))
 
 
 def dispatch_path(family, table, vif, vifs):
     """Trie nodes on vif's path, rewritten for the set vifs.
 
-    Returns (chains to write, names of chains to delete): a node left with no
-    guest beneath it is deleted, except the roots, which always exist.
+    Returns (chains to write, names of chains to delete): the nodes that do
+    not exist for vifs (a root always does).
     """
+    trie = _Trie(vifs)
     write, delete = [], []
     for direction in directions(family, table):
         for node in trie_path(vif):
-            chain, used = _node_chain(family, direction, node, vifs)
-            if used or node in KINDS:
-                write.append(chain)
+            if trie.exists(node):
+                write.append(trie.chain(family, direction, node))
             else:
-                delete.append(chain.name)
+                delete.append(node_chain_name(direction, node))
     return write, delete
 
 
 def dispatch_insert(family, table, vif, vifs):
-    """How to add a VIF that has no entry yet without rewriting the trie:
-    (new node chains, inserts [(chain, position, rule)]). The entry goes to
-    the deepest node that exists, at the place the full rewrite would give
-    it, so both ways end in the same rules. Adding only, no flush, keeps an
-    nf_tables transaction cheap."""
-    new_chains, inserts = [], []
-    after = list(vifs) + [vif]
+    """How to add a VIF that has no entry yet without rewriting the trie.
+
+    Returns (new node chains, removals [(chain, position, count)], inserts
+    [(chain, position, rule)]). Only the deepest node on vif's path that
+    exists changes: one entry is added, or a sibling's exact entry becomes
+    the entry of a new node. It goes where a full rewrite would put it, so
+    both ways end in the same rules; adding rather than flushing keeps an
+    nf_tables transaction cheap.
+    """
+    before, after = _Trie(vifs), _Trie(list(vifs) + [vif])
+    new_chains, removals, inserts = [], [], []
     path = trie_path(vif)
+    deepest = [node for node in path if before.exists(node)][-1]
     for direction in directions(family, table):
-        existing = [node for node in path if _node_exists(node, vifs)]
-        deepest = existing[-1]
-        for node in path[len(existing):]:
-            new_chains.append(_node_chain(family, direction, node, after)[0])
-        if len(existing) < len(path):
-            entry = (path[len(existing)] + "+", node_chain_name(direction, path[len(existing)]))
-        else:
-            entry = (vif.name, vif_chain_name(direction, vif.name))
-        position = 1
-        for target in _node_targets(direction, deepest, after):
-            if target == entry:
-                break
-            position += len(_entry_rules(family, direction, target[0], target[1]))
-        for offset, rule in enumerate(_entry_rules(family, direction, entry[0], entry[1])):
-            inserts.append((node_chain_name(direction, deepest), position + offset, rule))
-    return new_chains, inserts
+        for node in path:
+            if after.exists(node) and not before.exists(node):
+                new_chains.append(after.chain(family, direction, node))
+        old = before.targets(direction, deepest)
+        new = after.targets(direction, deepest)
+        index = 0
+        while index < len(old) and old[index] == new[index]:
+            index += 1
+        position = _rule_count(family, new[:index]) + 1
+        chain = node_chain_name(direction, deepest)
+        if len(old) == len(new):  # a sibling's exact entry gives way to a node
+            removals.append((chain, position, _rule_count(family, [old[index]])))
+        port, target = new[index]
+        for offset, rule in enumerate(_entry_rules(family, direction, port, target)):
+            inserts.append((chain, position + offset, rule))
+    return new_chains, removals, inserts
 
 
 def dispatch_tree(family, table, vifs):
-    """Every trie node for the set vifs, roots included."""
-    vifs = sorted_vifs(vifs)
-    nodes = list(KINDS)
-    for vif in vifs:
-        for node in trie_path(vif):
-            if node not in nodes:
-                nodes.append(node)
-    chains = []
-    for direction in directions(family, table):
-        for node in nodes:
-            chains.append(_node_chain(family, direction, node, vifs)[0])
-    return chains
+    """Every node of the trie for the set vifs, roots included."""
+    trie = _Trie(vifs)
+    return [trie.chain(family, direction, node)
+            for direction in directions(family, table) for node in trie.nodes()]
 
 
 # ---------------------------------------------------------------- the host
