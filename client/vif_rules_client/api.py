@@ -50,8 +50,8 @@ SessionFactory = Callable[[], Any]
 
 # ---------------------------------------------------------------- transport
 
-class _TimeoutTransport(xmlrpc.client.Transport):
-    """XML-RPC over HTTP with a socket timeout on every request."""
+class _TimeoutMixin:
+    """A socket timeout on every XML-RPC request."""
 
     def __init__(self, timeout: Optional[float] = DEFAULT_TIMEOUT, **kwargs: Any):
         super().__init__(**kwargs)
@@ -63,17 +63,12 @@ class _TimeoutTransport(xmlrpc.client.Transport):
         return conn
 
 
-class _TimeoutSafeTransport(xmlrpc.client.SafeTransport):
-    """XML-RPC over HTTPS with a socket timeout on every request."""
+class _TimeoutTransport(_TimeoutMixin, xmlrpc.client.Transport):
+    """XML-RPC over HTTP with a timeout."""
 
-    def __init__(self, timeout: Optional[float] = DEFAULT_TIMEOUT, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.timeout = timeout
 
-    def make_connection(self, host):  # type: ignore[override]
-        conn = super().make_connection(host)
-        conn.timeout = self.timeout
-        return conn
+class _TimeoutSafeTransport(_TimeoutMixin, xmlrpc.client.SafeTransport):
+    """XML-RPC over HTTPS with a timeout."""
 
 
 def _transport(url: str, timeout: Optional[float], ignore_ssl: bool):

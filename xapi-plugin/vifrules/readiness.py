@@ -103,35 +103,35 @@ def _under(root, path):
     return os.path.join(root, path.lstrip("/"))
 
 
-def _read(path):
-    """The text of a file, or None when it cannot be read."""
+def _read_bytes(path):
+    """The bytes of a file, or None when it cannot be read."""
     try:
         handle = open(path, "rb")
     except (IOError, OSError):
         return None
     try:
         try:
-            return to_text(handle.read())
+            return handle.read()
         except (IOError, OSError):
             return None
     finally:
         handle.close()
+
+
+def _read(path):
+    """The text of a file, or None when it cannot be read."""
+    data = _read_bytes(path)
+    if data is None:
+        return None
+    return to_text(data)
 
 
 def _read_gzip(path):
     """A gzip file read whole first: /proc/config.gz has no size to seek to,
     which the gzip module of Python 2.4-2.6 relies on."""
-    try:
-        handle = open(path, "rb")
-    except (IOError, OSError):
+    data = _read_bytes(path)
+    if data is None:
         return None
-    try:
-        try:
-            data = handle.read()
-        except (IOError, OSError):
-            return None
-    finally:
-        handle.close()
     try:
         unzipped = gzip.GzipFile(fileobj=BytesIO(data), mode="rb")
         try:
