@@ -70,7 +70,9 @@ def test_bench_quick_writes_every_section(tmp_path):
         for key in ("event_ours", "event_ours_offline", "event_baseline", "reprotect_ours",
                     "reprotect_baseline"):
             assert p[key]["total"] >= 1, key
-        assert all(f in p["event_ours"] for f in FAMILIES)
+        # the measured guest has IPv4 only: ip6tables holds no chains for it
+        assert {"ebtables", "iptables"} <= set(p["event_ours"])
+        assert all(p["event_ours"].get(f, 0) <= 1 for f in FAMILIES)
         assert r["memory"]["ours_own_peak_kb_max"] > 0
         fwd = r["forwarding"]
         for label in ("1", str(fwd["vifs"]), "baseline_%d" % fwd["vifs"]):
