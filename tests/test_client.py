@@ -14,8 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
-import time
 
 import pytest
 import XenAPI

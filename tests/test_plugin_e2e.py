@@ -3,7 +3,6 @@ stand-in that runs it exactly as XAPI does; real frames prove the result."""
 
 import json
 import os
-import subprocess
 
 import pytest
 import XenAPI
