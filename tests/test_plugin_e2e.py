@@ -125,8 +125,10 @@ def test_apply_without_network_reads_the_vm_record_not_guest_data(cloud, tmp_pat
     assert attacks.FOREIGN_IP not in bed.ruleset()
     assert not log.exists(), "the plugin consulted xenstore"
     assert bed.ping("g1", netbed.UPLINK_IP)
-    # the same lookup from the vif hook, over XAPI's local socket
+    # the same lookup from the vif hook, over XAPI's local socket; it logs out
+    sessions = len(cloud.xs._sessions)
     result = bed.hook("online", "vif2.0")
+    assert len(cloud.xs._sessions) == sessions
     assert json.loads(result.stdout)["vif"] == "vif2.0"
     assert bed.ping("g2", netbed.UPLINK_IP)
     # a VM record without data for the NIC: a clear error, nothing applied

@@ -74,7 +74,11 @@ def _xapi_lookup(cfg, vif):
     if not os.path.exists(cfg.get("XAPI_SOCKET")):
         raise NoNetworkData(vif.name, "no --network given and XAPI is not running (%s)"
                             % cfg.get("XAPI_SOCKET"))
-    return xapi.nic_for_vif(xapi.local_session(cfg), cfg, vif)
+    session = xapi.local_session(cfg)
+    try:
+        return xapi.nic_for_vif(session, cfg, vif)
+    finally:
+        xapi.logout(session)
 
 
 def hook_main(argv, stdout=None, stderr=None):

@@ -68,6 +68,14 @@ def local_session(cfg):
     return session
 
 
+def logout(session):
+    """Every hook run logs in: log out, or XAPI's session table fills up."""
+    try:
+        session.xenapi.session.logout()
+    except Exception:
+        pass
+
+
 def _running_vms(session, host_ref, domid=None):
     expression = 'field "resident_on" = "%s" and field "power_state" = "Running"' % host_ref
     if domid is not None:
