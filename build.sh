@@ -12,7 +12,7 @@ VENV=${VENV:-$TOP/.venv}
 
 APT_TEST_PACKAGES="iptables ebtables arptables iproute2 iputils-ping iperf3 tcpdump rpm genisoimage
   cpio file binutils kmod procps python3 python3-venv gcc make curl ca-certificates
-  rpm2cpio perl"
+  rpm2cpio perl strace"
 
 need_root() {
     if [ "$(id -u)" != 0 ]; then echo "build.sh $1: run as root" >&2; exit 1; fi
