@@ -25,17 +25,23 @@ def send(iface, frames):
     sock.close()
 
 
+def _readable(sock, seconds):
+    """Yield each time sock has data, for at most seconds."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        ready, _, _ = select.select([sock], [], [], max(0.0, deadline - time.time()))
+        if not ready:
+            return
+        yield
+
+
 def sniff(iface, seconds, markers):
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     sock.bind((iface, 0))
     wanted = [bytes.fromhex(m) for m in markers]
     counts = dict((m, 0) for m in markers)
     print("ready", flush=True)
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        ready, _, _ = select.select([sock], [], [], max(0.0, deadline - time.time()))
-        if not ready:
-            break
+    for _ in _readable(sock, seconds):
         data, address = sock.recvfrom(65535)
         if address[2] == PACKET_OUTGOING:
             continue
@@ -53,11 +59,7 @@ def echo(kind, port, seconds):
     if kind == socket.SOCK_STREAM:
         sock.listen(4)
     print("ready", flush=True)
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        ready, _, _ = select.select([sock], [], [], max(0.0, deadline - time.time()))
-        if not ready:
-            break
+    for _ in _readable(sock, seconds):
         if kind == socket.SOCK_STREAM:
             conn, _ = sock.accept()
             conn.settimeout(2)

@@ -62,10 +62,6 @@ class VifName(object):
         return "VifName(%r)" % self.name
 
 
-def parse_vif_name(name):
-    return VifName(name)
-
-
 def parse_interface(name):
     """A host interface (an uplink): a kernel name, never a guest port."""
     name = _require_text("interface", name)

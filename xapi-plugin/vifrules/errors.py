@@ -61,6 +61,3 @@ class XapiError(VifRulesError):
     code = "VIF_RULES_XAPI_ERROR"
     exit_status = 8
 
-
-ALL_ERRORS = (InvalidArgument, NoNetworkData, HostNotReady, CommandFailed,
-              LockTimeout, ConfigError, XapiError)
