@@ -203,3 +203,73 @@ def test_inserting_a_new_vif_gives_exactly_the_rewritten_trie(family, table):
         expected = dict((c.name, c.rules) for c in
                         ruleset.dispatch_tree(family, table, before + [vif]))
         assert chains == expected, (sorted(names), new)
+
+
+# The parsers check characters by hand (the re module costs a vif event more
+# than the checks): they must accept exactly what these grammars accept.
+GRAMMARS = {
+    "vif": (r"(vif|tap)([1-9][0-9]{0,4})\.(0|[1-9][0-9]{0,3})\Z",
+            lambda s: addresses.VifName(s) and int(s[3:].split(".")[0]) <= 32752),
+    "iface": (r"[A-Za-z0-9_][A-Za-z0-9_.:]{0,14}\Z", addresses.parse_interface),
+    "mac": (r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}\Z", addresses.parse_mac),
+    "ipv4": (r"(0|[1-9][0-9]{0,2})(\.(0|[1-9][0-9]{0,2})){3}\Z", addresses.parse_ipv4),
+}
+ALPHABETS = {"vif": "vitapf0123456789.x\n -", "iface": "eth0_.:-/Aé\t",
+             "mac": "0a:fF9g-\n", "ipv4": "0125.9 \n-a"}
+SEEDS = {"vif": ["vif1.0", "tap32752.15", "vif10.0"], "iface": ["eth0", "bond0.100", "x"],
+         "mac": ["02:00:00:00:00:01", "0a:FF:00:00:00:12"], "ipv4": ["192.0.2.1", "10.0.0.255"]}
+
+
+def _mutants(seed, alphabet, rng):
+    text = list(seed)
+    for _ in range(rng.randint(0, 3)):
+        where = rng.randint(0, len(text))
+        choice = rng.random()
+        if choice < 0.4 and text:
+            text[min(where, len(text) - 1)] = rng.choice(alphabet)
+        elif choice < 0.7:
+            text.insert(where, rng.choice(alphabet))
+        elif text:
+            del text[min(where, len(text) - 1)]
+    return "".join(text)
+
+
+@pytest.mark.parametrize("kind", sorted(GRAMMARS))
+def test_hand_written_checks_accept_exactly_the_grammar(kind):
+    import random
+    import re
+    pattern, parse = GRAMMARS[kind]
+    grammar = re.compile(pattern)
+    rng = random.Random(4)
+    checked = accepted = 0
+    for _ in range(4000):
+        text = _mutants(rng.choice(SEEDS[kind]), ALPHABETS[kind], rng)
+        try:
+            parse(text)
+            ok = True
+        except InvalidArgument:
+            ok = False
+        if kind == "ipv4" and grammar.match(text) and ok is False:
+            continue  # refused for meaning (0/8, loopback, >255), not for form
+        if kind == "mac" and grammar.match(text) and ok is False:
+            assert int(text[:2], 16) & 1 or text == "00:00:00:00:00:00"
+            continue
+        if kind == "iface" and grammar.match(text) and ok is False:
+            assert text[:3] in ("vif", "tap") or text.startswith("-")
+            continue
+        if kind == "vif" and grammar.match(text) and ok is False:
+            assert int(grammar.match(text).group(2)) > 32752
+            continue
+        assert bool(grammar.match(text)) == ok, repr(text)
+        checked += 1
+        accepted += ok
+    assert accepted > 50 and checked - accepted > 500  # both sides were exercised
+
+
+@pytest.mark.parametrize("text", ["lower=1\n", "1ABC=2\n", "IPTABLES\n", "=x\n",
+                                  "IPTABLES=ipt\u00e9\n"])
+def test_config_refuses_malformed_lines(tmp_path, text):
+    path = tmp_path / "conf"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError):
+        config.load(str(path))

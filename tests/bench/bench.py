@@ -27,6 +27,7 @@ import re
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +45,10 @@ HOST_RULES = os.path.join(TOP, "host-rules", "host_rules.py")
 BASELINE_HOOK = os.path.join(HERE, "baseline_hook.py")
 BASELINE_SYNC = os.path.join(HERE, "baseline_sync.py")
 MEMPROBE = os.path.join(HERE, "memprobe")
-PYTHON = sys.executable
+# Both hooks run under the host's own interpreter, as a dom0 runs its hook
+# (not a venv or a pyenv build that may load extra site packages at start).
+DEFAULT_PYTHON = os.path.exists("/usr/bin/python3") and "/usr/bin/python3" or sys.executable
+PYTHON = DEFAULT_PYTHON
 
 BACKENDS = {
     "legacy": {"IPTABLES": "iptables-legacy", "IP6TABLES": "ip6tables-legacy"},
@@ -667,9 +671,14 @@ def markdown(results):
 
 # ------------------------------------------------------------------ main
 
+def python_version(python):
+    out = subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"],
+                         capture_output=True, text=True, timeout=60).stdout.strip()
+    return "%s (%s)" % (out or "?", python)
+
+
 def tree_commit(tree):
     """The commit the measured core comes from, '+modified' if it differs."""
-    import subprocess
     try:
         head = subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True, timeout=30).stdout.strip()
@@ -694,6 +703,8 @@ def main(argv):
     parser.add_argument("--tree", default=TOP,
                         help="benchmark the hook and host-rules of another checkout "
                              "(e.g. a candidate fix); default: this one")
+    parser.add_argument("--python", default=DEFAULT_PYTHON,
+                        help="interpreter of both hooks (default: %(default)s)")
     parser.add_argument("--out", default=os.path.join(TOP, "out", "bench", "results.json"))
     parser.add_argument("--md", help="markdown table (default: tests/bench/RESULTS.md for a "
                                      "full run, none for --quick)")
@@ -706,7 +717,8 @@ def main(argv):
         if not shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
             sys.stderr.write("bench.py: %s is not installed\n" % tool)
             return 2
-    global HOOK, HOST_RULES
+    global HOOK, HOST_RULES, PYTHON
+    PYTHON = args.python
     HOOK = os.path.join(os.path.abspath(args.tree), "xapi-plugin", "vif_rules.py")
     HOST_RULES = os.path.join(os.path.abspath(args.tree), "host-rules", "host_rules.py")
     cfg = dict(QUICK if args.quick else FULL)
@@ -725,7 +737,7 @@ def main(argv):
     results = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                "commit": tree_commit(args.tree),
                "machine": {"cores": os.cpu_count(), "kernel": platform.release(),
-                           "python": platform.python_version()},
+                           "python": python_version(PYTHON)},
                "quick": args.quick, "config": cfg, "tree": os.path.abspath(args.tree),
                "backends": {}}
     workdir = tempfile.mkdtemp(prefix="vr-bench-")

@@ -4,10 +4,9 @@ Everything here is pure and returns canonical text, so the same input always
 yields byte-identical rules.
 """
 
-import re
-
 from vifrules.compat import json, string_types
 from vifrules.errors import InvalidArgument
+from vifrules.lexical import DIGITS, HEX_DIGITS, LETTERS, decimal, only
 
 MAX_DOMID = 32752  # DOMID_FIRST_RESERVED: higher ids are never guests
 MAX_IPV4 = 64  # per VIF: bounds the size of one rule batch
@@ -15,11 +14,8 @@ MAX_IPV4 = 64  # per VIF: bounds the size of one rule batch
 # into one rule, and ip6tables refuses such a rule beyond about 30 matches.
 MAX_IPV6 = 16
 
-_VIF_NAME = re.compile(r"^(vif|tap)([1-9][0-9]{0,4})\.(0|[1-9][0-9]{0,3})\Z")
-_IFACE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:]{0,14}\Z")
-_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}\Z")
-_OCTET = re.compile(r"^(0|[1-9][0-9]{0,2})\Z")
-_HEXTET = re.compile(r"^[0-9a-fA-F]{1,4}\Z")
+_IFACE_FIRST = LETTERS + DIGITS + "_"
+_IFACE_CHARS = _IFACE_FIRST + ".:"
 
 # Keys Nova writes into vm-data/networking/<mac>; anything else is refused.
 NIC_KEYS = ("label", "mac", "ips", "ip6s", "gateway", "gateway_v6", "dns",
@@ -44,13 +40,13 @@ class VifName(object):
 
     def __init__(self, name):
         name = _require_text("vif", name)
-        match = _VIF_NAME.match(name)
-        if not match:
+        parts = name[3:].split(".")
+        if name[:3] not in ("vif", "tap") or len(parts) != 2 or \
+                not decimal(parts[0], 5) or parts[0] == "0" or not decimal(parts[1], 4):
             raise InvalidArgument("vif", name,
                                   "expected vif<domid>.<devid> or tap<domid>.<devid>")
-        self.kind = match.group(1)
-        self.domid = match.group(2)
-        self.devid = match.group(3)
+        self.kind = name[:3]
+        self.domid, self.devid = parts
         if int(self.domid) > MAX_DOMID:
             raise InvalidArgument("vif", name, "domid above %d" % MAX_DOMID)
         self.name = name
@@ -65,7 +61,8 @@ class VifName(object):
 def parse_interface(name):
     """A host interface (an uplink): a kernel name, never a guest port."""
     name = _require_text("interface", name)
-    if not _IFACE_NAME.match(name):
+    if len(name) > 15 or not only(name[:1], _IFACE_FIRST) or \
+            not (len(name) == 1 or only(name[1:], _IFACE_CHARS)):
         raise InvalidArgument("interface", name, "not a valid interface name")
     if name.startswith("vif") or name.startswith("tap"):
         raise InvalidArgument("interface", name, "a guest port cannot be trusted")
@@ -76,7 +73,7 @@ def parse_interface_list(text):
     """'eth0, eth1' or 'eth0 eth1' -> ['eth0', 'eth1'] (order kept, no repeats)."""
     text = _require_text("trusted", text)
     result = []
-    for item in re.split(r"[,\s]+", text.strip()):
+    for item in text.replace(",", " ").split():
         if item and item not in result:
             result.append(parse_interface(item))
     return result
@@ -84,7 +81,8 @@ def parse_interface_list(text):
 
 def parse_mac(value, name="mac"):
     value = _require_text(name, value)
-    if not _MAC.match(value):
+    pairs = value.split(":")
+    if len(pairs) != 6 or [p for p in pairs if len(p) != 2 or not only(p, HEX_DIGITS)]:
         raise InvalidArgument(name, value, "expected six hex pairs separated by ':'")
     value = value.lower()
     first = int(value[:2], 16)
@@ -101,7 +99,7 @@ def _octets(text):
     if len(parts) != 4:
         return None
     for part in parts:
-        if not _OCTET.match(part) or int(part) > 255:
+        if not decimal(part, 3) or int(part) > 255:
             return None
     return [int(part) for part in parts]
 
@@ -153,7 +151,7 @@ def _hextets(text, name, whole):
         return []
     words = []
     for part in text.split(":"):
-        if not _HEXTET.match(part):
+        if len(part) > 4 or not only(part, HEX_DIGITS):
             raise InvalidArgument(name, whole, "not an IPv6 address")
         words.append(int(part, 16))
     return words

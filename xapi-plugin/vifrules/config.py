@@ -5,10 +5,10 @@ quoted. The path is /etc/sysconfig/vif-rules unless VIF_RULES_CONF says else.
 """
 
 import os
-import re
 
 from vifrules.addresses import parse_interface_list
 from vifrules.errors import ConfigError, InvalidArgument
+from vifrules.lexical import DIGITS, LETTERS, UPPER, only
 
 DEFAULT_PATH = "/etc/sysconfig/vif-rules"
 ENV_VAR = "VIF_RULES_CONF"
@@ -35,8 +35,8 @@ RESTORE_KEYS = ("IPTABLES_RESTORE", "IP6TABLES_RESTORE", "EBTABLES_RESTORE",
 SAVE_KEYS = ("IPTABLES_SAVE", "IP6TABLES_SAVE", "EBTABLES_SAVE", "ARPTABLES_SAVE")
 KNOWN_KEYS = tuple(DEFAULTS.keys()) + RESTORE_KEYS + SAVE_KEYS
 
-_LINE = re.compile(r"^([A-Z][A-Z0-9_]*)=(.*)\Z")
-_COMMAND = re.compile(r"^[A-Za-z0-9_./+-]+\Z")
+_KEY_CHARS = UPPER + DIGITS + "_"
+_COMMAND_CHARS = LETTERS + DIGITS + "_./+-"
 
 
 def _unquote(value, path, number):
@@ -63,13 +63,13 @@ def read_file(path):
                 continue
             if line.startswith("export "):
                 line = line[len("export "):].strip()
-            match = _LINE.match(line)
-            if not match:
+            parts = line.split("=", 1)
+            key = parts[0]
+            if len(parts) != 2 or not only(key[:1], UPPER) or not only(key, _KEY_CHARS):
                 raise ConfigError(path, str(number), "expected KEY=value")
-            key = match.group(1)
             if key not in KNOWN_KEYS:
                 raise ConfigError(path, str(number), "unknown key %s" % key)
-            values[key] = _unquote(match.group(2), path, number)
+            values[key] = _unquote(parts[1], path, number)
     finally:
         handle.close()
     return values
@@ -82,7 +82,7 @@ class Config(object):
         self.path = path
         self.values = merged
         for key in TOOL_KEYS + RESTORE_KEYS + SAVE_KEYS:
-            if key in merged and merged[key] and not _COMMAND.match(merged[key]):
+            if key in merged and merged[key] and not only(merged[key], _COMMAND_CHARS):
                 raise ConfigError(path or "-", key, "not a command name: %r" % merged[key])
         try:
             self.trusted_interfaces = parse_interface_list(merged["TRUSTED_INTERFACES"])

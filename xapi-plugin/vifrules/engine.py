@@ -9,7 +9,7 @@ import os
 from vifrules import ruleset
 from vifrules.errors import CommandFailed, HostNotReady
 from vifrules.render import Batch, SavedTable, parse_save, restore_text
-from vifrules.runner import Lock, locked, run
+from vifrules.runner import Lock, locked, run, run_all
 from vifrules.state import StateDir
 
 
@@ -29,9 +29,21 @@ class Engine(object):
 
     def _restore(self, family, batches):
         """One process per family: every table's commit in one input."""
-        batches = [b for b in batches if not b.is_empty()]
-        if batches:
-            run([self.config.restore_tool(family), "--noflush"], restore_text(batches))
+        self._restore_families([(family, batches)])
+
+    def _restore_families(self, changes, check=True):
+        """[(family, batches)] -> one process per family, all at once (an
+        event waits for the slowest family, not for their sum). Returns the
+        families whose tool failed (with check, raises the first failure)."""
+        commands, families = [], []
+        for family, batches in changes:
+            batches = [b for b in batches if not b.is_empty()]
+            if batches:
+                commands.append(([self.config.restore_tool(family), "--noflush"],
+                                 restore_text(batches)))
+                families.append(family)
+        results = run_all(commands, check)
+        return [family for family, result in zip(families, results) if result[0] != 0]
 
     def _save(self, family):
         """{table: SavedTable}; a table the dump leaves out reads as empty."""
@@ -52,9 +64,9 @@ class Engine(object):
         self.state.write(vif.name, nic)
         try:
             try:
-                for family in self.families():
-                    self._restore(family, self._apply_batches(
-                        family, vif, nic, previous, members[family]))
+                self._restore_families([
+                    (family, self._apply_batches(family, vif, nic, previous, members[family]))
+                    for family in self.families()])
             except CommandFailed:
                 # The base or a sibling chain is missing (a flush, a reboot
                 # without host-rules): rebuild the whole host once.
@@ -121,20 +133,24 @@ class Engine(object):
         """Remove vif from every family; known is its NicAddresses on record
         (None: it was not), which says in which tries it is."""
         members = self._members_without(vif)
+        plans = []
         for family in self.families():
             remaining = members[family]
             was_member = known is not None and ruleset.wants_chains(family, known)
             before = list(remaining)
             if was_member:
                 before.append(vif)
+            plans.append((family, remaining, before, was_member))
+        failed = self._restore_families([
+            (family, self._teardown_batches(family, vif, remaining, before, was_member, None))
+            for family, remaining, before, was_member in plans], check=False)
+        for family, remaining, before, was_member in plans:
+            if family not in failed:
+                continue
+            # The record and the kernel disagree: delete what is there.
             try:
-                try:
-                    self._restore(family, self._teardown_batches(
-                        family, vif, remaining, before, was_member, None))
-                except CommandFailed:
-                    # The record and the kernel disagree: delete what is there.
-                    self._restore(family, self._teardown_batches(
-                        family, vif, remaining, before, was_member, self._save(family)))
+                self._restore(family, self._teardown_batches(
+                    family, vif, remaining, before, was_member, self._save(family)))
             except CommandFailed:
                 if not best_effort:
                     raise
@@ -437,3 +453,4 @@ def _read_first_line(path):
         return handle.readline().strip()
     finally:
         handle.close()
+

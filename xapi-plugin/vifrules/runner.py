@@ -1,8 +1,14 @@
-"""The one layer that runs commands: argv lists, never a shell; and the lock."""
+"""The one layer that runs commands: argv lists, never a shell; and the lock.
 
+Commands start with fork and exec rather than the subprocess module, whose
+import alone costs a vif event more than a batch tool run; several can run
+at once (one per netfilter family).
+"""
+
+import errno
 import fcntl
 import os
-import subprocess
+import select
 import time
 
 from vifrules.compat import current_exception, to_bytes, to_text
@@ -11,6 +17,8 @@ from vifrules.errors import CommandFailed, LockTimeout
 # udev and init scripts may start us with a bare PATH; the tools live in sbin.
 SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 STDERR_LIMIT = 2000
+EXEC_FAILED = 127
+_CHUNK = 65536
 
 
 def _environment():
@@ -21,30 +29,187 @@ def _environment():
     return env
 
 
-def run(argv, stdin_text=None, check=True):
-    """Run argv; return (status, stdout, stderr) as text.
+def _set_cloexec(fd):
+    flags = fcntl.fcntl(fd, fcntl.F_GETFD)
+    fcntl.fcntl(fd, fcntl.F_SETFD, flags | fcntl.FD_CLOEXEC)
 
-    A command that cannot be started counts as failed with status 127.
-    """
-    argv = [str(a) for a in argv]
+
+def _close_other_fds(keep):
+    """In the child: no descriptor of ours (the lock above all) may leak into
+    a tool, on Python 2 where they are inherited by default."""
     try:
-        process = subprocess.Popen(argv, stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   close_fds=True, env=_environment())
+        names = os.listdir("/proc/self/fd")
     except OSError:
-        error = str(current_exception())
-        if check:
-            raise CommandFailed(" ".join(argv), "127", error)
-        return 127, "", error
-    data = None
-    if stdin_text is not None:
-        data = to_bytes(stdin_text)
-    out, err = process.communicate(data)
-    out, err = to_text(out), to_text(err)
-    if check and process.returncode != 0:
-        raise CommandFailed(" ".join(argv), str(process.returncode),
-                            err.strip()[-STDERR_LIMIT:])
-    return process.returncode, out, err
+        names = [str(fd) for fd in range(3, 1024)]
+    for name in names:
+        fd = int(name)
+        if fd > 2 and fd != keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class Process(object):
+    """A started command: its pid, pipes, and what it has said so far."""
+
+    def __init__(self, argv, stdin_text):
+        self.argv = argv
+        self.data = to_bytes(stdin_text or "")
+        self.out, self.err = [], []
+        self.status = None
+        self.exec_error = None
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        report_r, report_w = os.pipe()  # closed by a successful exec
+        _set_cloexec(report_w)
+        env = _environment()
+        pid = os.fork()
+        if pid == 0:  # the child: exec or report why not
+            try:
+                os.dup2(in_r, 0)
+                os.dup2(out_w, 1)
+                os.dup2(err_w, 2)
+                _close_other_fds(report_w)
+                os.execvpe(argv[0], argv, env)
+            except BaseExceptionShim:
+                try:
+                    error = current_exception()
+                    os.write(report_w, to_bytes("cannot run %s: %s" % (
+                        argv[0], getattr(error, "strerror", None) or error)))
+                finally:
+                    os._exit(EXEC_FAILED)
+        self.pid = pid
+        for fd in (in_r, out_w, err_w, report_w):
+            os.close(fd)
+        failure = _read_all(report_r)
+        os.close(report_r)
+        if failure:
+            os.waitpid(pid, 0)
+            for fd in (in_w, out_r, err_r):
+                os.close(fd)
+            self.exec_error = to_text(failure)
+            self.status = EXEC_FAILED
+            self.fds = {}
+            return
+        # Never block on a full pipe while the tool waits for us to read.
+        fcntl.fcntl(in_w, fcntl.F_SETFL, fcntl.fcntl(in_w, fcntl.F_GETFL) | os.O_NONBLOCK)
+        self.fds = {in_w: "in", out_r: "out", err_r: "err"}
+        if not self.data:
+            self._close(in_w)
+
+    def _close(self, fd):
+        os.close(fd)
+        del self.fds[fd]
+
+
+# Python 2.4 has no BaseException; anything raised in the child must end it.
+try:
+    BaseExceptionShim = BaseException
+except NameError:
+    BaseExceptionShim = Exception
+
+
+def _read_all(fd):
+    chunks = []
+    while 1:
+        chunk = _retry(os.read, fd, _CHUNK)
+        if not chunk:
+            return to_bytes("").join(chunks)
+        chunks.append(chunk)
+
+
+def _retry(function, *args):
+    """Call again when a signal interrupts the system call (Python < 3.5)."""
+    while 1:
+        try:
+            return function(*args)
+        except (OSError, select.error):
+            if _errno(current_exception()) != errno.EINTR:
+                raise
+
+
+def _errno(error):
+    number = getattr(error, "errno", None)
+    if number is None and getattr(error, "args", None):
+        number = error.args[0]
+    return number
+
+
+def _communicate(processes):
+    """Feed every stdin and drain every stdout and stderr at once."""
+    while 1:
+        readers, writers = [], []
+        owner = {}
+        for process in processes:
+            for fd, kind in process.fds.items():
+                owner[fd] = (process, kind)
+                if kind == "in":
+                    writers.append(fd)
+                else:
+                    readers.append(fd)
+        if not owner:
+            return
+        ready_r, ready_w = _retry(select.select, readers, writers, [])[:2]
+        for fd in ready_w:
+            process = owner[fd][0]
+            try:
+                written = _retry(os.write, fd, process.data[:_CHUNK])
+            except OSError:
+                if _errno(current_exception()) == errno.EAGAIN:
+                    continue
+                written = len(process.data)  # the tool quit without reading it all
+            process.data = process.data[written:]
+            if not process.data:
+                process._close(fd)
+        for fd in ready_r:
+            process, kind = owner[fd]
+            chunk = _retry(os.read, fd, _CHUNK)
+            if chunk:
+                getattr(process, kind).append(chunk)
+            else:
+                process._close(fd)
+
+
+def _finish(process):
+    for fd in list(process.fds.keys()):  # after an error: let the tool end
+        process._close(fd)
+    if process.status is None:
+        status = _retry(os.waitpid, process.pid, 0)[1]
+        if os.WIFEXITED(status):
+            process.status = os.WEXITSTATUS(status)
+        else:
+            process.status = 128 + os.WTERMSIG(status)
+    empty = to_bytes("")
+    out = to_text(empty.join(process.out))
+    err = process.exec_error or to_text(empty.join(process.err))
+    return process.status, out, err
+
+
+def run_all(commands, check=True):
+    """Run (argv, stdin text or None) pairs at the same time; return their
+    (status, stdout, stderr) in order. With check, the first that failed
+    raises CommandFailed, after every one has ended. A command that cannot
+    be started counts as failed with status 127."""
+    processes = []
+    try:
+        for argv, stdin_text in commands:
+            processes.append(Process([str(a) for a in argv], stdin_text))
+        _communicate(processes)
+    finally:
+        results = [_finish(process) for process in processes]
+    if check:
+        for process, (status, out, err) in zip(processes, results):
+            if status != 0:
+                raise CommandFailed(" ".join(process.argv), str(status),
+                                    err.strip()[-STDERR_LIMIT:])
+    return results
+
+
+def run(argv, stdin_text=None, check=True):
+    """Run argv; return (status, stdout, stderr) as text."""
+    return run_all([(argv, stdin_text)], check)[0]
 
 
 class Lock(object):
@@ -60,6 +225,7 @@ class Lock(object):
         if directory and not os.path.isdir(directory):
             os.makedirs(directory)
         self.handle = open(self.path, "a")
+        _set_cloexec(self.handle.fileno())
         deadline = time.time() + self.timeout
         while 1:
             try:

@@ -1,0 +1,55 @@
+"""The command runner of the dom0 code, run by each dom0 interpreter: fork and
+exec with pipes (no subprocess module, no shell), several commands at once."""
+
+import os
+import subprocess
+
+import pytest
+
+from test_lifecycle import PYTHONS
+
+LIBRARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       "xapi-plugin")
+
+# Runs inside the interpreter under test; prints one line per check.
+PROBE = r'''
+import os, sys
+from vifrules.runner import run, run_all
+from vifrules.errors import CommandFailed
+big = "x" * 300000
+status, out, err = run(["cat"], big)
+print("cat %s" % (status == 0 and out == big))
+status, out, err = run(["sh", "-c", "cat >&2; echo done"], big, check=False)
+print("stderr %s" % (status == 0 and err == big and out == "done\n"))
+status, out, err = run(["no-such-tool-vr"], check=False)
+print("missing %s" % (status == 127 and "no-such-tool-vr" in err))
+try:
+    run(["sh", "-c", "echo why >&2; exit 3"])
+    print("raised False")
+except CommandFailed:
+    print("raised %s" % ("why" in str(sys.exc_info()[1])))
+lock = open(os.path.join(sys.argv[1], "lock"), "a")
+fds = run(["ls", "/proc/self/fd"])[1].split()
+print("fds %s" % (sorted(fds) == ["0", "1", "2", "3"]))
+# Each waits (bounded) for the other's file: only commands run at once pass.
+wait = "touch %s/$0; i=0; while [ ! -e %s/$1 ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; [ -e %s/$1 ]"
+wait = wait % (sys.argv[1], sys.argv[1], sys.argv[1])
+results = run_all([(["sh", "-c", wait, "a", "b"], None), (["sh", "-c", wait, "b", "a"], None)],
+                  check=False)
+print("parallel %s" % ([r[0] for r in results] == [0, 0]))
+'''
+
+
+@pytest.mark.parametrize("version", sorted(PYTHONS))
+def test_runner_under_each_dom0_python(version, tmp_path):
+    python = PYTHONS[version]
+    if not os.path.exists(python):
+        pytest.skip("%s is not installed at %s" % (version, python))
+    env = dict(os.environ, PYTHONPATH=LIBRARY)
+    probe = subprocess.run([python, "-c", PROBE, str(tmp_path)], env=env, timeout=60,
+                           capture_output=True, text=True)
+    assert probe.returncode == 0, probe.stderr
+    lines = probe.stdout.split("\n")[:-1]
+    assert [line.split()[0] for line in lines] == [
+        "cat", "stderr", "missing", "raised", "fds", "parallel"]
+    assert all(line.endswith(" True") for line in lines), lines
