@@ -103,7 +103,7 @@ class Engine(object):
                 batch.chains = chains + ruleset.dispatch_path(
                     family, table, vif, others + [vif])[0]
             else:
-                batch.new_chains, batch.removals, batch.inserts = ruleset.dispatch_insert(
+                batch.new_chains, batch.inserts = ruleset.dispatch_insert(
                     family, table, vif, others)
                 batch.new_chains = chains + batch.new_chains
             batches.append(batch)

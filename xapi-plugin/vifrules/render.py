@@ -12,7 +12,6 @@ class Batch(object):
         self.table = table
         self.chains = []  # written whole: created, or flushed and refilled
         self.new_chains = []  # known not to exist: created and filled, no flush
-        self.removals = []  # (chain, position, count): rules deleted by position
         self.inserts = []  # (chain, position, rule) into chains that exist
         self.delete = []
         self.policies = {}
@@ -20,7 +19,7 @@ class Batch(object):
         self.remove_jumps = []
 
     def is_empty(self):
-        return not (self.chains or self.new_chains or self.removals or self.inserts or
+        return not (self.chains or self.new_chains or self.inserts or
                     self.delete or
                     self.policies or self.insert_jumps or self.remove_jumps)
 
@@ -71,8 +70,6 @@ def _table_lines(batch):
     for chain in batch.chains + batch.new_chains:
         for rule in chain.rules:
             lines.append("-A %s %s" % (chain.name, " ".join(rule)))
-    for chain, position, count in batch.removals:
-        lines.extend(["-D %s %d" % (chain, position)] * count)
     for chain, position, rule in batch.inserts:
         lines.append("-I %s %d %s" % (chain, position, " ".join(rule)))
     for builtin, target in batch.insert_jumps:

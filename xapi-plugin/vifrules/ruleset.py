@@ -260,7 +260,8 @@ def vif_chain_names(family, table, vif_name):
 # ---------------------------------------------------------------- dispatch trie
 
 def trie_path(vif):
-    """The trie nodes from the root to vif's own domid: vif, vif1, vif12."""
+    """The trie nodes vif's entries live in, root first: vif, vif1, vif12
+    (its own domid's node holds it too while that node exists)."""
     return [vif.kind + vif.domid[:i] for i in range(len(vif.domid) + 1)]
 
 
@@ -272,42 +273,51 @@ def sorted_vifs(vifs):
 
 
 class _Trie(object):
-    """The dispatch trie of a set of VIFs, path-compressed: a node exists only
-    as a root or with two or more VIFs beneath it; a single VIF beneath a
-    child is reached from the parent by its exact name, which saves a chain
-    and a level for most guests."""
+    """The dispatch trie of a set of VIFs. A node (kind + digits) exists for
+    the roots and for every proper prefix of a member's domid; a VIF's exact
+    entry sits in the node of its domid less one digit, and again first in
+    the node of its whole domid while that node exists (the node's '+'
+    entry comes before the exact entries, and catches the VIF's name too).
+
+    So the trie of a set plus one VIF is the trie of the set plus some new
+    nodes and entries: an event adds rules and never deletes one (deleting
+    costs an nf_tables commit a kernel grace period), and still ends in
+    exactly what a full rewrite writes.
+    """
 
     def __init__(self, vifs):
-        self.under = {}
+        self.by_domid = {}
+        self.node_set = {}
+        for kind in KINDS:
+            self.node_set[kind] = True
         for vif in sorted_vifs(vifs):
-            for node in trie_path(vif):
-                self.under.setdefault(node, []).append(vif)
+            self.by_domid.setdefault(vif.kind + vif.domid, []).append(vif)
+            for i in range(1, len(vif.domid)):
+                self.node_set[vif.kind + vif.domid[:i]] = True
 
     def exists(self, node):
-        return node in KINDS or len(self.under.get(node, [])) >= 2
+        return node in self.node_set
 
     def nodes(self):
-        result = [node for node in self.under.keys() if self.exists(node)]
-        for kind in KINDS:
-            if kind not in result:
-                result.append(kind)
+        result = list(self.node_set.keys())
         result.sort()
         return result
 
     def targets(self, direction, node):
         """(port pattern, chain) entries of a node, in order: VIFs of the
-        node's own domid by devid, then what lies under each child digit."""
-        digits = node[3:]
-        under = self.under.get(node, [])
-        targets = [(v.name, vif_chain_name(direction, v.name))
-                   for v in under if v.domid == digits]
+        node's own domid by devid, the child nodes by digit, then the VIFs
+        of each child digit's domid."""
+        def exact(domid_node):
+            return [(v.name, vif_chain_name(direction, v.name))
+                    for v in self.by_domid.get(domid_node, [])]
+        targets = []
+        if node not in KINDS:
+            targets.extend(exact(node))
         for digit in "0123456789":
-            child = node + digit
-            below = self.under.get(child, [])
-            if len(below) == 1:
-                targets.append((below[0].name, vif_chain_name(direction, below[0].name)))
-            elif below:
-                targets.append((child + "+", node_chain_name(direction, child)))
+            if self.exists(node + digit):
+                targets.append((node + digit + "+", node_chain_name(direction, node + digit)))
+        for digit in "0123456789":
+            targets.extend(exact(node + digit))
         return targets
 
     def chain(self, family, direction, node):
@@ -352,36 +362,35 @@ def dispatch_path(family, table, vif, vifs):
 
 
 def dispatch_insert(family, table, vif, vifs):
-    """How to add a VIF that has no entry yet without rewriting the trie.
+    """How to add a VIF that has no entry yet by adding rules only.
 
-    Returns (new node chains, removals [(chain, position, count)], inserts
-    [(chain, position, rule)]). Only the deepest node on vif's path that
-    exists changes: one entry is added, or a sibling's exact entry becomes
-    the entry of a new node. It goes where a full rewrite would put it, so
-    both ways end in the same rules; adding rather than flushing keeps an
-    nf_tables transaction cheap.
+    Returns (new node chains, inserts [(chain, position, rule)]): the nodes
+    on vif's path that the set lacked, written whole, and one entry inserted
+    into each node that exists already and gains one, where a full rewrite
+    puts it.
     """
     before, after = _Trie(vifs), _Trie(list(vifs) + [vif])
-    new_chains, removals, inserts = [], [], []
-    path = trie_path(vif)
-    deepest = [node for node in path if before.exists(node)][-1]
+    new_chains, inserts = [], []
     for direction in directions(family, table):
-        for node in path:
-            if after.exists(node) and not before.exists(node):
+        for node in trie_path(vif):
+            if not after.exists(node):
+                continue
+            if not before.exists(node):
                 new_chains.append(after.chain(family, direction, node))
-        old = before.targets(direction, deepest)
-        new = after.targets(direction, deepest)
-        index = 0
-        while index < len(old) and old[index] == new[index]:
-            index += 1
-        position = _rule_count(family, new[:index]) + 1
-        chain = node_chain_name(direction, deepest)
-        if len(old) == len(new):  # a sibling's exact entry gives way to a node
-            removals.append((chain, position, _rule_count(family, [old[index]])))
-        port, target = new[index]
-        for offset, rule in enumerate(_entry_rules(family, direction, port, target)):
-            inserts.append((chain, position + offset, rule))
-    return new_chains, removals, inserts
+                continue
+            old = before.targets(direction, node)
+            new = after.targets(direction, node)
+            if old == new:
+                continue
+            index = 0
+            while index < len(old) and old[index] == new[index]:
+                index += 1
+            position = _rule_count(family, new[:index]) + 1
+            port, target = new[index]
+            chain = node_chain_name(direction, node)
+            for offset, rule in enumerate(_entry_rules(family, direction, port, target)):
+                inserts.append((chain, position + offset, rule))
+    return new_chains, inserts
 
 
 def dispatch_tree(family, table, vifs):
