@@ -88,3 +88,31 @@ def test_mac_spoof_cannot_steal_another_guests_port(bed):
         if line.startswith(g2.mac):
             assert "dev " + g2.port in line, "g2's MAC was learnt on another port: " + line
     assert bed.ping("up", g2.ipv4[0], count=1)
+
+
+def test_iptables_checks_sources_on_its_own(bed):
+    """iptables finds a guest's chain by the mark ebtables sets and checks the
+    port where the walk ends. With a hole in ebtables (the guest's 'from'
+    chain only marks and accepts), iptables alone still drops a spoofed
+    source and passes the guest's own; a hole in both lets the spoof through
+    (so the check can fail)."""
+    bed.protect_all()
+    g1 = bed.guests[0]
+    tools = dict(netbed.BACKENDS[bed.backend])
+    ebtables, iptables = "ebtables-nft", tools["IPTABLES"]
+    chain = "VRF-" + g1.port
+    mark = [r for r in bed.run("h", ["ebtables-nft-save", "-t", "nat"]).stdout.splitlines()
+            if r.startswith("-A %s -j mark" % chain)]
+    assert len(mark) == 1
+    bed.run("h", [ebtables, "-t", "nat", "-F", chain])
+    bed.run("h", [ebtables, "-t", "nat"] + mark[0].split())
+    bed.run("h", [ebtables, "-t", "nat", "-A", chain, "-j", "ACCEPT"])
+    spoof = bytes(attacks._udp4(g1.mac, attacks.FOREIGN_IP, b"VRMARK-alone-spoof-"))
+    own = bytes(attacks._udp4(g1.mac, g1.ipv4[0], b"VRMARK-alone-own-"))
+    markers = [b"VRMARK-alone-spoof-", b"VRMARK-alone-own-"]
+    seen = _send_and_count(bed, {"g1": [spoof, own]}, markers, ("up",))["up"]
+    assert seen[markers[1]] > 0, "the guest's own source must pass the mark dispatch"
+    assert seen[markers[0]] == 0, "iptables let a spoofed source through"
+    bed.run("h", [iptables, "-F", chain])  # now a hole in both
+    seen = _send_and_count(bed, {"g1": [spoof, own]}, markers, ("up",))["up"]
+    assert seen[markers[0]] > 0

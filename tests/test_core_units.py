@@ -71,17 +71,26 @@ def _vifs(names):
     return [addresses.VifName(n) for n in names]
 
 
-def test_trie_keeps_every_node_small_at_a_thousand_guests():
-    vifs = _vifs(["vif%d.0" % d for d in range(1, 1001)])
-    chains = ruleset.dispatch_tree("iptables", "filter", vifs)
-    assert max(len(c.rules) for c in chains) <= 2 * 11 + 1
+def test_dispatch_keeps_every_chain_small_at_a_thousand_guests():
+    vifs = _vifs(["vif%d.0" % d for d in range(1, 1001)] + ["tap%d.1" % d for d in range(1, 50)])
+    chains = ruleset.dispatch_tree("ebtables", "nat", vifs)
+    assert max(len(c.rules) for c in chains) <= 21 + 1
     names = [c.name for c in chains]
     assert len(names) == len(set(names))
     # every guest chain has an entry in its parent node, and one more in the
-    # node of its own domid when that exists (1..100 here)
+    # node of its own domid when that exists (vif1..vif100, tap1..tap4)
     targets = [r[-1] for c in chains for r in c.rules if r[-1].startswith("VRF-")]
-    assert sorted(set(targets)) == sorted("VRF-vif%d.0" % d for d in range(1, 1001))
-    assert len(targets) == 1000 + 100
+    assert sorted(set(targets)) == sorted("VRF-%s" % v.name for v in vifs)
+    assert len(targets) == len(vifs) + 100 + 4
+    # the mark trie: one test per mark bit at most, each guest reached once
+    chains = ruleset.dispatch_tree("iptables", "filter", vifs)
+    assert max(len(c.rules) for c in chains) <= ruleset.MARK_BITS + 2
+    targets = [r[-1] for c in chains for r in c.rules if r[-1].startswith("VRF-")]
+    assert sorted(targets) == sorted("VRF-%s" % v.name for v in vifs)
+    for port in ("vif999.0", "vif1.0", "tap49.1", "vif1000.0"):
+        assert _walk(dict((c.name, c.rules) for c in chains), ruleset.MARK_ROOT, port) == \
+            "VRF-" + port
+    assert _walk(dict((c.name, c.rules) for c in chains), ruleset.MARK_ROOT, "vif1001.0") == "DROP"
 
 
 def test_trie_path_is_rewritten_and_nodes_exist_for_proper_domid_prefixes():
@@ -90,16 +99,13 @@ def test_trie_path_is_rewritten_and_nodes_exist_for_proper_domid_prefixes():
     write, delete = ruleset.dispatch_path("ebtables", "nat", vif, others)
     assert delete == ["VRFn-vif12", "VRFn-vif123", "VRTn-vif12", "VRTn-vif123"]
     node = [c for c in write if c.name == "VRFn-vif1"][0]
-    assert node.rules == [("-i", "vif1.0", "-j", "VRF-vif1.0"), ("-i", "vif1.0", "-j", "RETURN"),
-                          ("-i", "vif12.1", "-j", "VRF-vif12.1"),
-                          ("-i", "vif12.1", "-j", "RETURN"), ("-j", "DROP")]
+    assert node.rules == [("-i", "vif1.0", "-j", "VRF-vif1.0"),
+                          ("-i", "vif12.1", "-j", "VRF-vif12.1"), ("-j", "DROP")]
     write, delete = ruleset.dispatch_path("ebtables", "nat", vif, others + [vif])
     assert delete == ["VRFn-vif123", "VRTn-vif123"]
     node = [c for c in write if c.name == "VRFn-vif12"][0]
     assert node.rules == [("-i", "vif12.1", "-j", "VRF-vif12.1"),
-                          ("-i", "vif12.1", "-j", "RETURN"),
-                          ("-i", "vif123.0", "-j", "VRF-vif123.0"),
-                          ("-i", "vif123.0", "-j", "RETURN"), ("-j", "DROP")]
+                          ("-i", "vif123.0", "-j", "VRF-vif123.0"), ("-j", "DROP")]
 
 
 def test_guest_chains_are_deterministic_and_tokenised():
@@ -165,23 +171,36 @@ def test_config_refuses(tmp_path, text):
         config.load(str(path))
 
 
-def test_iptables_trie_uses_goto_and_the_others_return_pairs():
+def test_dispatch_entries_per_family():
+    """ebtables: one jump per entry (guest chains end every frame); iptables:
+    mark bits with goto, the port checked last; ip6tables: jump + RETURN."""
     vifs = _vifs(["vif1.0", "vif12.0", "vif123.1"])
-    node = [c for c in ruleset.dispatch_tree("iptables", "filter", vifs) if c.name == "VRFn-vif1"][0]
-    assert node.rules == [("-m", "physdev", "--physdev-in", "vif1.0", "-g", "VRF-vif1.0"),
-                          ("-m", "physdev", "--physdev-in", "vif12+", "-g", "VRFn-vif12"),
-                          ("-m", "physdev", "--physdev-in", "vif12.0", "-g", "VRF-vif12.0"),
-                          ("-j", "DROP")]
-    node = [c for c in ruleset.dispatch_tree("ip6tables", "filter", vifs) if c.name == "VRFn-vif1"][0]
-    assert node.rules[1] == ("-m", "physdev", "--physdev-in", "vif1.0", "-j", "RETURN")
+    node = [c for c in ruleset.dispatch_tree("ebtables", "nat", vifs) if c.name == "VRFn-vif1"][0]
+    assert node.rules == [("-i", "vif1.0", "-j", "VRF-vif1.0"),
+                          ("-i", "vif12+", "-j", "VRFn-vif12"),
+                          ("-i", "vif12.0", "-j", "VRF-vif12.0"), ("-j", "DROP")]
+    one = _vifs(["vif1.0"])  # mark 1 << 14: bit 15 of 30 from the top
+    chains = dict((c.name, c.rules) for c in ruleset.dispatch_tree("iptables", "filter", one))
+    assert chains == {
+        ruleset.MARK_ROOT: [("-m", "mark", "--mark", "0x4000/0x4000", "-g", "VRFm-16-1"),
+                            ("-j", "DROP")],
+        "VRFm-16-1": [("-m", "physdev", "--physdev-in", "vif1.0", "-g", "VRF-vif1.0"),
+                      ("-j", "DROP")]}
+    chains = dict((c.name, c.rules) for c in ruleset.dispatch_tree("ip6tables", "filter", one))
+    assert chains["VRFm-16-1"][:2] == [
+        ("-m", "physdev", "--physdev-in", "vif1.0", "-j", "VRF-vif1.0"),
+        ("-m", "physdev", "--physdev-in", "vif1.0", "-j", "RETURN")]
     assert ruleset.dispatch_tree("ebtables", "filter", vifs) == []
 
 
 PORT_OPTIONS = ("-i", "-o", "--physdev-in", "--physdev-out")
+DISPATCH_PREFIXES = ("VRFn-", "VRTn-", "VRFm-")
 
 
 def _walk(chains, start, port):
-    """Where a frame from/to port ends in the dispatch: a guest chain or DROP."""
+    """Where a frame from/to port ends in the dispatch: a guest chain or DROP.
+    A frame from a guest port carries the mark ebtables' 'from' chain sets."""
+    mark = ruleset.vif_mark(addresses.VifName(port))
     chain, seen = start, 0
     while True:
         for rule in chains[chain]:
@@ -189,10 +208,14 @@ def _walk(chains, start, port):
             if pattern and not (port == pattern[0] or (
                     pattern[0].endswith("+") and port.startswith(pattern[0][:-1]))):
                 continue
+            if "--mark" in rule:
+                value, mask = [int(x, 16) for x in rule[rule.index("--mark") + 1].split("/")]
+                if mark & mask != value:
+                    continue
             target = rule[-1]
             if target in ("DROP", "RETURN"):
                 return target
-            if "n-" not in target:
+            if not target.startswith(DISPATCH_PREFIXES):
                 return target  # a guest's own chain
             chain = target
             break
@@ -208,7 +231,7 @@ def _roots(family, direction):
                            ruleset.BASE_FORWARD)]
     match = direction == ruleset.FROM and ("-i", "--physdev-in") or ("-o", "--physdev-out")
     rules = [rule for root in roots for rule in root.rules
-             if [t for t in rule if t in match] and "n-" in rule[-1]]
+             if [t for t in rule if t in match] and rule[-1].startswith(DISPATCH_PREFIXES)]
     return rules + [("-j", "DROP")]
 
 

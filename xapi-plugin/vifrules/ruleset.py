@@ -8,16 +8,20 @@ Layout:
   PREROUTING -> VR-PREROUTING sends a frame from a guest port to the guest's
   'from' chain before the bridge learns its source MAC (so no guest can pull
   another's traffic to its port); POSTROUTING -> VR-POSTROUTING sends a frame
-  to a guest port, forwarded or from dom0, to the guest's 'to' chain. The
+  to a guest port, forwarded or from dom0, to the guest's 'to' chain. A guest
+  chain ACCEPTs what it allows (which ends that hook) and drops the rest. The
   filter table holds only the host's default DROP on FORWARD and the check
   that both ports are guest or trusted ports. So one event is one commit.
-  iptables and ip6tables: FORWARD (policy DROP) -> VR-FORWARD sends a packet
-  from a guest port to its 'from' chain, to a guest port to its 'to' chain,
-  then checks both ports; INPUT -> VR-INPUT checks what guests send to dom0.
-  A guest chain RETURNs what it allows and drops the rest.
-  Dispatch to a guest's chain walks a trie over the digits of the domid
-  (VRFn-vif -> VRFn-vif1 -> VRFn-vif12 -> VRF-vif12.0), so a frame passes a
-  few rules per digit instead of one rule per guest on the host.
+  The 'from' chain also marks the frame with the VIF's number (vif_mark).
+  iptables and ip6tables check what a guest sends: FORWARD (policy DROP) and
+  INPUT -> VR-FORWARD / VR-INPUT send a packet from a guest port to its
+  'from' chain, which RETURNs what it allows; what reaches a guest is
+  ebtables' 'to' chain's job alone (it sees dom0's own frames too).
+  Dispatch to a guest's chain never walks one rule per guest on the host:
+  ebtables walks a trie over the digits of the domid (VRFn-vif ->
+  VRFn-vif1 -> VRFn-vif12 -> VRF-vif12.0); iptables walks the bits of the
+  mark ebtables set (VRFm-...), one cheap mark test per bit at most, and
+  checks the port where the walk ends.
 """
 
 from vifrules.addresses import ipv6_to_words, link_local_from_mac, solicited_node
@@ -89,20 +93,29 @@ def port_match(family, direction, port):
 
 # ---------------------------------------------------------------- one guest
 
-def _ebtables_from(mac, nic):
-    rules = []
+def vif_mark(vif):
+    """The VIF's number in the packet mark, unique on the host: 1 bit kind,
+    15 bits domid, 14 bits devid."""
+    return (KINDS.index(vif.kind) << 29) | (int(vif.domid) << 14) | int(vif.devid)
+
+
+MARK_BITS = 30
+
+
+def _ebtables_from(vif, mac, nic):
+    rules = [("-j", "mark", "--mark-set", "0x%x" % vif_mark(vif), "--mark-target", "CONTINUE")]
     for ip in nic.ipv4:
         for op in ("Request", "Reply"):
             rules.append(("-p", "ARP", "-s", mac, "--arp-op", op,
-                          "--arp-mac-src", mac, "--arp-ip-src", ip, "-j", "RETURN"))
+                          "--arp-mac-src", mac, "--arp-ip-src", ip, "-j", "ACCEPT"))
     rules.append(("-p", "IPv4", "--ip-proto", "udp", "--ip-sport", DHCP_SERVER_V4,
                   "-j", "DROP"))
     for ip in nic.ipv4:
-        rules.append(("-p", "IPv4", "-s", mac, "--ip-src", ip, "-j", "RETURN"))
+        rules.append(("-p", "IPv4", "-s", mac, "--ip-src", ip, "-j", "ACCEPT"))
     rules.append(("-p", "IPv4", "-s", mac, "--ip-src", "0.0.0.0",
                   "--ip-dst", "255.255.255.255", "--ip-proto", "udp",
                   "--ip-sport", DHCP_CLIENT_V4, "--ip-dport", DHCP_SERVER_V4,
-                  "-j", "RETURN"))
+                  "-j", "ACCEPT"))
     if nic.ipv6:
         for icmp_type in ("router-advertisement", "redirect"):
             rules.append(("-p", "IPv6", "--ip6-proto", "ipv6-icmp",
@@ -110,33 +123,33 @@ def _ebtables_from(mac, nic):
         rules.append(("-p", "IPv6", "--ip6-proto", "udp", "--ip6-sport",
                       DHCP_SERVER_V6, "-j", "DROP"))
         for address in _own_ipv6(nic):
-            rules.append(("-p", "IPv6", "-s", mac, "--ip6-src", address, "-j", "RETURN"))
+            rules.append(("-p", "IPv6", "-s", mac, "--ip6-src", address, "-j", "ACCEPT"))
         # Duplicate address detection and its MLD report come from '::'.
         for icmp_type in ("neighbour-solicitation", "143"):
             rules.append(("-p", "IPv6", "-s", mac, "--ip6-src", "::",
                           "--ip6-proto", "ipv6-icmp", "--ip6-icmp-type", icmp_type,
-                          "-j", "RETURN"))
+                          "-j", "ACCEPT"))
     rules.append(("-j", "DROP"))
     return rules
 
 
-def _ebtables_to(mac, nic):
+def _ebtables_to(vif, mac, nic):
     rules = []
     for ip in nic.ipv4:
-        rules.append(("-p", "ARP", "--arp-ip-dst", ip, "-j", "RETURN"))
+        rules.append(("-p", "ARP", "--arp-ip-dst", ip, "-j", "ACCEPT"))
     for ip in nic.ipv4:
-        rules.append(("-p", "IPv4", "--ip-dst", ip, "-j", "RETURN"))
+        rules.append(("-p", "IPv4", "--ip-dst", ip, "-j", "ACCEPT"))
     for dest_mac in (mac, BROADCAST_MAC):
         rules.append(("-p", "IPv4", "-d", dest_mac, "--ip-proto", "udp",
                       "--ip-sport", DHCP_SERVER_V4, "--ip-dport", DHCP_CLIENT_V4,
-                      "-j", "RETURN"))
+                      "-j", "ACCEPT"))
     for address in _ipv6_destinations(nic):
-        rules.append(("-p", "IPv6", "--ip6-dst", address, "-j", "RETURN"))
+        rules.append(("-p", "IPv6", "--ip6-dst", address, "-j", "ACCEPT"))
     rules.append(("-j", "DROP"))
     return rules
 
 
-def _iptables_from(mac, nic):
+def _iptables_from(vif, mac, nic):
     mac_match = ("-m", "mac", "--mac-source", mac)
     rules = [("-p", "udp", "--sport", DHCP_SERVER_V4, "-j", "DROP")]
     for ip in nic.ipv4:
@@ -148,17 +161,7 @@ def _iptables_from(mac, nic):
     return rules
 
 
-def _iptables_to(mac, nic):
-    rules = []
-    for ip in nic.ipv4:
-        rules.append(("-d", ip + "/32", "-j", "RETURN"))
-    rules.append(("-p", "udp", "--sport", DHCP_SERVER_V4, "--dport", DHCP_CLIENT_V4,
-                  "-j", "RETURN"))
-    rules.append(("-j", "DROP"))
-    return rules
-
-
-def _ip6tables_from(mac, nic):
+def _ip6tables_from(vif, mac, nic):
     rules = []
     if nic.ipv6:
         mac_match = ("-m", "mac", "--mac-source", mac)
@@ -171,15 +174,6 @@ def _ip6tables_from(mac, nic):
         for icmp_type in ("135", "143"):  # DAD solicitation and its MLD report
             rules.append(("-s", "::/128", "-p", "ipv6-icmp", "--icmpv6-type", icmp_type)
                          + mac_match + ("-j", "RETURN"))
-    rules.append(("-j", "DROP"))
-    return rules
-
-
-def _ip6tables_to(mac, nic):
-    rules = []
-    if nic.ipv6:
-        for address in _ipv6_destinations(nic):
-            rules.append(("-d", address + "/128", "-j", "RETURN"))
     rules.append(("-j", "DROP"))
     return rules
 
@@ -227,8 +221,7 @@ def _ipv6_destinations(nic):
 
 _VIF_RULES = {
     ("ebtables", FROM): _ebtables_from, ("ebtables", TO): _ebtables_to,
-    ("iptables", FROM): _iptables_from, ("iptables", TO): _iptables_to,
-    ("ip6tables", FROM): _ip6tables_from, ("ip6tables", TO): _ip6tables_to,
+    ("iptables", FROM): _iptables_from, ("ip6tables", FROM): _ip6tables_from,
 }
 
 
@@ -239,17 +232,20 @@ def wants_chains(family, nic):
 
 
 def directions(family, table):
-    """The guest chains a table holds: from and to the guest, or none."""
-    if GUEST_TABLE[family] == table:
+    """The guest chains a table holds: from and to the guest (ebtables),
+    from the guest (iptables, ip6tables), or none."""
+    if GUEST_TABLE[family] != table:
+        return ()
+    if family == "ebtables":
         return (FROM, TO)
-    return ()
+    return (FROM,)
 
 
 def vif_chains(family, table, vif, nic):
     """The chains of one guest port in one table: what it may send and what
     it may receive."""
     return [Chain(vif_chain_name(direction, vif.name),
-                  _VIF_RULES[(family, direction)](nic.mac, nic))
+                  _VIF_RULES[(family, direction)](vif, nic.mac, nic))
             for direction in directions(family, table)]
 
 
@@ -257,11 +253,11 @@ def vif_chain_names(family, table, vif_name):
     return [vif_chain_name(direction, vif_name) for direction in directions(family, table)]
 
 
-# ---------------------------------------------------------------- dispatch trie
+# ---------------------------------------------------------------- dispatch
 
 def trie_path(vif):
-    """The trie nodes vif's entries live in, root first: vif, vif1, vif12
-    (its own domid's node holds it too while that node exists)."""
+    """The name trie's nodes vif's entries live in, root first: vif, vif1,
+    vif12 (its own domid's node holds it too while that node exists)."""
     return [vif.kind + vif.domid[:i] for i in range(len(vif.domid) + 1)]
 
 
@@ -272,12 +268,25 @@ def sorted_vifs(vifs):
     return [entry[3] for entry in keyed]
 
 
-class _Trie(object):
-    """The dispatch trie of a set of VIFs. A node (kind + digits) exists for
-    the roots and for every proper prefix of a member's domid; a VIF's exact
-    entry sits in the node of its domid less one digit, and again first in
-    the node of its whole domid while that node exists (the node's '+'
-    entry comes before the exact entries, and catches the VIF's name too).
+def _entry_rules(family, match, chain):
+    """An entry of a dispatch chain: match -> chain. ebtables' guest chains
+    end every frame (ACCEPT or DROP); iptables' RETURN what they allow, to
+    the base chain that jumped into the dispatch, thanks to goto; ip6tables
+    has -g only from 1.4.2, so there a RETURN with the same match follows."""
+    if family == "ebtables":
+        return [match + ("-j", chain)]
+    if family == "iptables":
+        return [match + ("-g", chain)]
+    return [match + ("-j", chain), match + ("-j", "RETURN")]
+
+
+class _NameTrie(object):
+    """ebtables' dispatch: a trie over the digits of the domid. A node (kind +
+    digits) exists for the roots and for every proper prefix of a member's
+    domid; a VIF's exact entry sits in the node of its domid less one digit,
+    and again first in the node of its whole domid while that node exists
+    (the node's '+' entry comes before the exact entries, and catches the
+    VIF's name too).
 
     So the trie of a set plus one VIF is the trie of the set plus some new
     nodes and entries: an event adds rules and never deletes one (deleting
@@ -285,7 +294,9 @@ class _Trie(object):
     exactly what a full rewrite writes.
     """
 
-    def __init__(self, vifs):
+    def __init__(self, family, direction, vifs):
+        self.family = family
+        self.direction = direction
         self.by_domid = {}
         self.node_set = {}
         for kind in KINDS:
@@ -295,109 +306,178 @@ class _Trie(object):
             for i in range(1, len(vif.domid)):
                 self.node_set[vif.kind + vif.domid[:i]] = True
 
-    def exists(self, node):
-        return node in self.node_set
+    def path(self, vif):
+        return [node_chain_name(self.direction, node) for node in trie_path(vif)]
 
-    def nodes(self):
-        result = list(self.node_set.keys())
+    def names(self):
+        result = [node_chain_name(self.direction, node) for node in self.node_set.keys()]
         result.sort()
         return result
 
-    def targets(self, direction, node):
-        """(port pattern, chain) entries of a node, in order: VIFs of the
-        node's own domid by devid, the child nodes by digit, then the VIFs
-        of each child digit's domid."""
-        def exact(domid_node):
-            return [(v.name, vif_chain_name(direction, v.name))
-                    for v in self.by_domid.get(domid_node, [])]
+    def has(self, name):
+        return name[len(node_chain_name(self.direction, "")):] in self.node_set
+
+    def chain(self, name):
+        """One node's chain: VIFs of the node's own domid by devid, the child
+        nodes by digit, then the VIFs of each child digit's domid; a port no
+        entry claims falls through to DROP."""
+        node = name[len(node_chain_name(self.direction, "")):]
         targets = []
         if node not in KINDS:
-            targets.extend(exact(node))
+            targets.extend(self._exact(node))
         for digit in "0123456789":
-            if self.exists(node + digit):
-                targets.append((node + digit + "+", node_chain_name(direction, node + digit)))
+            if (node + digit) in self.node_set:
+                targets.append((node + digit + "+", node_chain_name(self.direction, node + digit)))
         for digit in "0123456789":
-            targets.extend(exact(node + digit))
-        return targets
-
-    def chain(self, family, direction, node):
-        """One node's chain; a port no entry claims falls through to DROP."""
+            targets.extend(self._exact(node + digit))
         rules = []
-        for port, chain in self.targets(direction, node):
-            rules.extend(_entry_rules(family, direction, port, chain))
+        for port, target in targets:
+            rules.extend(_entry_rules(self.family, port_match(self.family, self.direction, port),
+                                      target))
         rules.append(("-j", "DROP"))
-        return Chain(node_chain_name(direction, node), rules)
+        return Chain(name, rules)
+
+    def _exact(self, domid_node):
+        return [(v.name, vif_chain_name(self.direction, v.name))
+                for v in self.by_domid.get(domid_node, [])]
 
 
-def _entry_rules(family, direction, port, chain):
-    """RETURN from a guest's chain means 'allowed' and lands back in the node,
-    so the jump is followed by a RETURN with the same match; iptables uses a
-    goto instead (ip6tables has -g only from 1.4.2)."""
-    match = port_match(family, direction, port)
-    if family == "iptables":
-        return [match + ("-g", chain)]
-    return [match + ("-j", chain), match + ("-j", "RETURN")]
+class _MarkTrie(object):
+    """iptables' and ip6tables' dispatch: the bits of the mark ebtables' 'from'
+    chain set (vif_mark), highest first. A chain per prefix that ends in a 1
+    bit and has a member below (and the root) tests, for each lower bit
+    whose 1-branch has members, 'that bit set -> its chain'; a packet that
+    passes them all has only 0s left: the member whose mark ends there is
+    checked by its port. So a packet passes at most one cheap test per mark
+    bit, whatever the number of guests, and the port check at the end keeps
+    a wrong or missing mark from reaching another guest's chain. Adding a
+    member only adds chains and rules, like the name trie.
+    """
+
+    def __init__(self, family, vifs):
+        self.family = family
+        self.members = {}
+        self.prefixes = {(0, 0): True}
+        for vif in sorted_vifs(vifs):
+            mark = vif_mark(vif)
+            self.members[mark] = vif
+            for length, prefix in _one_prefixes(mark):
+                self.prefixes[(length, prefix)] = True
+
+    def path(self, vif):
+        return [_mark_chain_name(length, prefix)
+                for length, prefix in [(0, 0)] + _one_prefixes(vif_mark(vif))]
+
+    def names(self):
+        keys = list(self.prefixes.keys())
+        keys.sort()
+        return [_mark_chain_name(length, prefix) for length, prefix in keys]
+
+    def has(self, name):
+        return _mark_chain_key(name) in self.prefixes
+
+    def chain(self, name):
+        length, prefix = _mark_chain_key(name)
+        rules = []
+        for bit in range(length, MARK_BITS):
+            below = (prefix << (bit + 1 - length)) | 1
+            if (bit + 1, below) in self.prefixes:
+                mask = 1 << (MARK_BITS - 1 - bit)
+                match = ("-m", "mark", "--mark", "0x%x/0x%x" % (mask, mask))
+                rules.extend(_entry_rules(self.family, match,
+                                          _mark_chain_name(bit + 1, below)))
+        last = prefix << (MARK_BITS - length)
+        if last in self.members:
+            vif = self.members[last]
+            rules.extend(_entry_rules(self.family, port_match(self.family, FROM, vif.name),
+                                      vif_chain_name(FROM, vif.name)))
+        rules.append(("-j", "DROP"))
+        return Chain(name, rules)
 
 
-def _rule_count(family, targets):
-    """How many rules the entries take in a node (see _entry_rules)."""
-    return len(targets) * ((family == "iptables" and 1) or 2)
+def _one_prefixes(mark):
+    """(length, value) of each prefix of mark's bits that ends in a 1."""
+    result = []
+    for bit in range(MARK_BITS):
+        if mark & (1 << (MARK_BITS - 1 - bit)):
+            result.append((bit + 1, mark >> (MARK_BITS - 1 - bit)))
+    return result
+
+
+MARK_ROOT = "VRFm-0-0"
+
+
+def _mark_chain_name(length, prefix):
+    return "VRFm-%d-%x" % (length, prefix)
+
+
+def _mark_chain_key(name):
+    try:
+        length, prefix = name[len("VRFm-"):].split("-")
+        return int(length), int(prefix, 16)
+    except ValueError:
+        return None
+
+
+def _dispatch(family, direction, vifs):
+    if family == "ebtables":
+        return _NameTrie(family, direction, vifs)
+    return _MarkTrie(family, vifs)
 
 
 def dispatch_path(family, table, vif, vifs):
-    """Trie nodes on vif's path, rewritten for the set vifs.
+    """Dispatch chains on vif's path, rewritten for the set vifs.
 
-    Returns (chains to write, names of chains to delete): the nodes that do
+    Returns (chains to write, names of chains to delete): the chains that do
     not exist for vifs (a root always does).
     """
-    trie = _Trie(vifs)
     write, delete = [], []
     for direction in directions(family, table):
-        for node in trie_path(vif):
-            if trie.exists(node):
-                write.append(trie.chain(family, direction, node))
+        dispatch = _dispatch(family, direction, vifs)
+        for name in dispatch.path(vif):
+            if dispatch.has(name):
+                write.append(dispatch.chain(name))
             else:
-                delete.append(node_chain_name(direction, node))
+                delete.append(name)
     return write, delete
 
 
 def dispatch_insert(family, table, vif, vifs):
     """How to add a VIF that has no entry yet by adding rules only.
 
-    Returns (new node chains, inserts [(chain, position, rule)]): the nodes
-    on vif's path that the set lacked, written whole, and one entry inserted
-    into each node that exists already and gains one, where a full rewrite
-    puts it.
+    Returns (new dispatch chains, inserts [(chain, position, rule)]): the
+    chains on vif's path that the set lacked, written whole, and the rules a
+    chain that exists gains, where a full rewrite puts them.
     """
-    before, after = _Trie(vifs), _Trie(list(vifs) + [vif])
     new_chains, inserts = [], []
     for direction in directions(family, table):
-        for node in trie_path(vif):
-            if not after.exists(node):
+        before = _dispatch(family, direction, vifs)
+        after = _dispatch(family, direction, list(vifs) + [vif])
+        for name in after.path(vif):
+            if not after.has(name):
                 continue
-            if not before.exists(node):
-                new_chains.append(after.chain(family, direction, node))
+            if not before.has(name):
+                new_chains.append(after.chain(name))
                 continue
-            old = before.targets(direction, node)
-            new = after.targets(direction, node)
-            if old == new:
-                continue
+            old, new = before.chain(name).rules, after.chain(name).rules
             index = 0
             while index < len(old) and old[index] == new[index]:
                 index += 1
-            position = _rule_count(family, new[:index]) + 1
-            port, target = new[index]
-            chain = node_chain_name(direction, node)
-            for offset, rule in enumerate(_entry_rules(family, direction, port, target)):
-                inserts.append((chain, position + offset, rule))
+            added = len(new) - len(old)
+            if new[:index] + new[index + added:] != old:
+                raise ValueError("dispatch chain %s does not only grow" % name)
+            for offset in range(added):
+                inserts.append((name, index + offset + 1, new[index + offset]))
     return new_chains, inserts
 
 
 def dispatch_tree(family, table, vifs):
-    """Every node of the trie for the set vifs, roots included."""
-    trie = _Trie(vifs)
-    return [trie.chain(family, direction, node)
-            for direction in directions(family, table) for node in trie.nodes()]
+    """Every dispatch chain for the set vifs, roots included."""
+    result = []
+    for direction in directions(family, table):
+        dispatch = _dispatch(family, direction, vifs)
+        result.extend([dispatch.chain(name) for name in dispatch.names()])
+    return result
 
 
 # ---------------------------------------------------------------- the host
@@ -418,8 +498,11 @@ def builtin_policies(family, table):
 
 
 def _dispatch_roots(family, direction):
-    return [port_match(family, direction, kind + "+") + ("-j", node_chain_name(direction, kind))
-            for kind in KINDS]
+    """Every frame of a guest port enters the dispatch (fail closed)."""
+    if family == "ebtables":
+        return [port_match(family, direction, kind + "+") +
+                ("-j", node_chain_name(direction, kind)) for kind in KINDS]
+    return [port_match(family, direction, kind + "+") + ("-j", MARK_ROOT) for kind in KINDS]
 
 
 def _port_checks(family, trusted):
@@ -441,7 +524,7 @@ def host_chains(family, table, trusted):
             return [Chain(BASE_PREROUTING, _dispatch_roots(family, FROM)),
                     Chain(BASE_POSTROUTING, _dispatch_roots(family, TO))]
         return [Chain(BASE_FORWARD, checks)] + _port_checks(family, trusted)
-    forward = _dispatch_roots(family, FROM) + _dispatch_roots(family, TO) + checks
+    forward = _dispatch_roots(family, FROM) + checks
     return [Chain(BASE_FORWARD, forward),
             Chain(BASE_INPUT, _dispatch_roots(family, FROM))] + \
         _port_checks(family, trusted)
