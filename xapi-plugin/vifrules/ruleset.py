@@ -24,6 +24,8 @@ Layout:
   checks the port where the walk ends.
 """
 
+import bisect
+
 from vifrules.addresses import ipv6_to_words, link_local_from_mac, solicited_node
 
 FAMILIES = ("ebtables", "iptables", "ip6tables")
@@ -302,9 +304,31 @@ class _NameTrie(object):
         for kind in KINDS:
             self.node_set[kind] = True
         for vif in sorted_vifs(vifs):
-            self.by_domid.setdefault(vif.kind + vif.domid, []).append(vif)
-            for i in range(1, len(vif.domid)):
-                self.node_set[vif.kind + vif.domid[:i]] = True
+            self._add(vif)
+
+    def _add(self, vif):
+        self.by_domid.setdefault(vif.kind + vif.domid, []).append(vif)
+        self._add_nodes(vif)
+
+    def plus(self, vif, direction):
+        """The trie for the same set and vif, seen in direction."""
+        other = _NameTrie(self.family, direction, [])
+        other.node_set = dict(self.node_set)
+        for key, members in self.by_domid.items():
+            other.by_domid[key] = members
+        key = vif.kind + vif.domid
+        other.by_domid[key] = sorted_vifs(other.by_domid.get(key, []) + [vif])
+        other._add_nodes(vif)
+        return other
+
+    def seen_from(self, direction):
+        other = _NameTrie(self.family, direction, [])
+        other.node_set, other.by_domid = self.node_set, self.by_domid
+        return other
+
+    def _add_nodes(self, vif):
+        for i in range(1, len(vif.domid)):
+            self.node_set[vif.kind + vif.domid[:i]] = True
 
     def path(self, vif):
         return [node_chain_name(self.direction, node) for node in trie_path(vif)]
@@ -354,34 +378,58 @@ class _MarkTrie(object):
     member only adds chains and rules, like the name trie.
     """
 
-    def __init__(self, family, vifs):
+    def __init__(self, family, vifs, marks=None):
         self.family = family
+        self.direction = FROM
         self.members = {}
-        self.prefixes = {(0, 0): True}
-        for vif in sorted_vifs(vifs):
-            mark = vif_mark(vif)
-            self.members[mark] = vif
-            for length, prefix in _one_prefixes(mark):
-                self.prefixes[(length, prefix)] = True
+        for vif in vifs:
+            self.members[vif_mark(vif)] = vif
+        self.marks = marks
+        if marks is None:
+            self.marks = list(self.members.keys())
+            self.marks.sort()
+
+    def plus(self, vif, direction=FROM):
+        other = _MarkTrie(self.family, [], list(self.marks))
+        other.members = dict(self.members)
+        mark = vif_mark(vif)
+        other.members[mark] = vif
+        bisect.insort(other.marks, mark)
+        return other
+
+    def seen_from(self, direction):
+        return self
+
+    def _populated(self, length, prefix):
+        """Does a member's mark begin with these length bits?"""
+        low = prefix << (MARK_BITS - length)
+        index = bisect.bisect_left(self.marks, low)
+        return index < len(self.marks) and \
+            self.marks[index] < low + (1 << (MARK_BITS - length))
 
     def path(self, vif):
         return [_mark_chain_name(length, prefix)
                 for length, prefix in [(0, 0)] + _one_prefixes(vif_mark(vif))]
 
     def names(self):
-        keys = list(self.prefixes.keys())
+        keys = {(0, 0): True}
+        for mark in self.marks:
+            for key in _one_prefixes(mark):
+                keys[key] = True
+        keys = list(keys.keys())
         keys.sort()
         return [_mark_chain_name(length, prefix) for length, prefix in keys]
 
     def has(self, name):
-        return _mark_chain_key(name) in self.prefixes
+        key = _mark_chain_key(name)
+        return key == (0, 0) or (key is not None and self._populated(key[0], key[1]))
 
     def chain(self, name):
         length, prefix = _mark_chain_key(name)
         rules = []
         for bit in range(length, MARK_BITS):
             below = (prefix << (bit + 1 - length)) | 1
-            if (bit + 1, below) in self.prefixes:
+            if self._populated(bit + 1, below):
                 mask = 1 << (MARK_BITS - 1 - bit)
                 match = ("-m", "mark", "--mark", "0x%x/0x%x" % (mask, mask))
                 rules.extend(_entry_rules(self.family, match,
@@ -425,6 +473,17 @@ def _dispatch(family, direction, vifs):
     return _MarkTrie(family, vifs)
 
 
+def _dispatches(family, table, vifs):
+    """The dispatch of each direction the table holds, built once."""
+    result = []
+    for direction in directions(family, table):
+        if result:
+            result.append(result[0].seen_from(direction))
+        else:
+            result.append(_dispatch(family, direction, vifs))
+    return result
+
+
 def dispatch_path(family, table, vif, vifs):
     """Dispatch chains on vif's path, rewritten for the set vifs.
 
@@ -432,8 +491,7 @@ def dispatch_path(family, table, vif, vifs):
     not exist for vifs (a root always does).
     """
     write, delete = [], []
-    for direction in directions(family, table):
-        dispatch = _dispatch(family, direction, vifs)
+    for dispatch in _dispatches(family, table, vifs):
         for name in dispatch.path(vif):
             if dispatch.has(name):
                 write.append(dispatch.chain(name))
@@ -450,9 +508,8 @@ def dispatch_insert(family, table, vif, vifs):
     chain that exists gains, where a full rewrite puts them.
     """
     new_chains, inserts = [], []
-    for direction in directions(family, table):
-        before = _dispatch(family, direction, vifs)
-        after = _dispatch(family, direction, list(vifs) + [vif])
+    for before in _dispatches(family, table, vifs):
+        after = before.plus(vif, before.direction)
         for name in after.path(vif):
             if not after.has(name):
                 continue
@@ -474,8 +531,7 @@ def dispatch_insert(family, table, vif, vifs):
 def dispatch_tree(family, table, vifs):
     """Every dispatch chain for the set vifs, roots included."""
     result = []
-    for direction in directions(family, table):
-        dispatch = _dispatch(family, direction, vifs)
+    for dispatch in _dispatches(family, table, vifs):
         result.extend([dispatch.chain(name) for name in dispatch.names()])
     return result
 

@@ -11,12 +11,13 @@ import os
 import select
 import time
 
-from vifrules.compat import current_exception, to_bytes, to_text
+from vifrules.compat import PY3, current_exception, to_bytes, to_text
 from vifrules.errors import CommandFailed, LockTimeout
 
 # udev and init scripts may start us with a bare PATH; the tools live in sbin.
 SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 STDERR_LIMIT = 2000
+MAX_FD = 1024
 EXEC_FAILED = 127
 _CHUNK = 65536
 
@@ -34,20 +35,35 @@ def _set_cloexec(fd):
     fcntl.fcntl(fd, fcntl.F_SETFD, flags | fcntl.FD_CLOEXEC)
 
 
-def _close_other_fds(keep):
-    """In the child: no descriptor of ours (the lock above all) may leak into
-    a tool, on Python 2 where they are inherited by default."""
+def _close_range(low, high):
     try:
-        names = os.listdir("/proc/self/fd")
-    except OSError:
-        names = [str(fd) for fd in range(3, 1024)]
-    for name in names:
-        fd = int(name)
-        if fd > 2 and fd != keep:
+        os.closerange(low, high)
+    except AttributeError:  # Python < 2.6
+        for fd in range(low, high):
             try:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def _into(fd, target):
+    """In the child: fd becomes target, open across exec."""
+    if fd == target:  # dup2 would leave close-on-exec set
+        fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) & ~fcntl.FD_CLOEXEC)
+    else:
+        os.dup2(fd, target)
+
+
+def _find(command, env):
+    """The path to exec: looked up here, so the child runs as little Python as
+    can be (each page it touches is copied)."""
+    if "/" in command:
+        return command
+    for directory in env["PATH"].split(":"):
+        path = os.path.join(directory or ".", command)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return command  # exec fails and says why
 
 
 class Process(object):
@@ -63,16 +79,21 @@ class Process(object):
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         report_r, report_w = os.pipe()  # closed by a successful exec
-        _set_cloexec(report_w)
+        # The pipes close on exec; _into opens 0, 1 and 2 in the child.
+        for fd in (in_r, in_w, out_r, out_w, err_r, err_w, report_r, report_w):
+            _set_cloexec(fd)
         env = _environment()
+        path = _find(argv[0], env)
         pid = os.fork()
         if pid == 0:  # the child: exec or report why not
             try:
-                os.dup2(in_r, 0)
-                os.dup2(out_w, 1)
-                os.dup2(err_w, 2)
-                _close_other_fds(report_w)
-                os.execvpe(argv[0], argv, env)
+                _into(in_r, 0)
+                _into(out_w, 1)
+                _into(err_w, 2)
+                if not PY3:  # files Python 2 opened are inherited by default
+                    _close_range(3, report_w)
+                    _close_range(report_w + 1, MAX_FD)
+                os.execve(path, argv, env)
             except BaseExceptionShim:
                 try:
                     error = current_exception()
@@ -83,21 +104,28 @@ class Process(object):
         self.pid = pid
         for fd in (in_r, out_w, err_w, report_w):
             os.close(fd)
-        failure = _read_all(report_r)
-        os.close(report_r)
-        if failure:
-            os.waitpid(pid, 0)
-            for fd in (in_w, out_r, err_r):
-                os.close(fd)
-            self.exec_error = to_text(failure)
-            self.status = EXEC_FAILED
-            self.fds = {}
-            return
+        self.report = report_r
         # Never block on a full pipe while the tool waits for us to read.
         fcntl.fcntl(in_w, fcntl.F_SETFL, fcntl.fcntl(in_w, fcntl.F_GETFL) | os.O_NONBLOCK)
         self.fds = {in_w: "in", out_r: "out", err_r: "err"}
+
+    def confirm(self):
+        """Wait until the command runs (or says why it cannot): only then do
+        its pipes lead to it. Separate from starting, so several start at once."""
+        failure = _read_all(self.report)
+        os.close(self.report)
+        self.report = None
+        if failure:
+            _retry(os.waitpid, self.pid, 0)
+            for fd in list(self.fds.keys()):
+                self._close(fd)
+            self.exec_error = to_text(failure)
+            self.status = EXEC_FAILED
+            return
         if not self.data:
-            self._close(in_w)
+            for fd, kind in list(self.fds.items()):
+                if kind == "in":
+                    self._close(fd)
 
     def _close(self, fd):
         os.close(fd)
@@ -173,6 +201,9 @@ def _communicate(processes):
 
 
 def _finish(process):
+    if process.report is not None:
+        os.close(process.report)
+        process.report = None
     for fd in list(process.fds.keys()):  # after an error: let the tool end
         process._close(fd)
     if process.status is None:
@@ -196,6 +227,8 @@ def run_all(commands, check=True):
     try:
         for argv, stdin_text in commands:
             processes.append(Process([str(a) for a in argv], stdin_text))
+        for process in processes:
+            process.confirm()
         _communicate(processes)
     finally:
         results = [_finish(process) for process in processes]
