@@ -306,7 +306,7 @@ import sys
 sys.path.insert(0, "xapi-plugin")
 from vifrules import readiness
 from vifrules.config import Config
-from vifrules.compat import json
+from vifrules import jsontext as json
 items = readiness.check(Config(), root=sys.argv[1], run_commands=False)
 sys.stdout.write(json.dumps({"items": items, "lines": readiness.format_report(items)}))
 """
@@ -339,7 +339,7 @@ REAL_SCRIPT = r"""
 import sys
 sys.path.insert(0, "xapi-plugin")
 from vifrules import readiness
-from vifrules.compat import json
+from vifrules import jsontext as json
 from vifrules.config import Config
 from vifrules.errors import HostNotReady
 cfg = Config(json.loads(sys.argv[1]))

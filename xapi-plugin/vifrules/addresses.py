@@ -4,7 +4,8 @@ Everything here is pure and returns canonical text, so the same input always
 yields byte-identical rules.
 """
 
-from vifrules.compat import json, string_types
+from vifrules import jsontext
+from vifrules.compat import string_types
 from vifrules.errors import InvalidArgument
 from vifrules.lexical import DIGITS, HEX_DIGITS, LETTERS, decimal, only
 
@@ -253,7 +254,7 @@ def parse_nic(data):
     if isinstance(data, string_types):
         text = data
         try:
-            data = json.loads(text)
+            data = jsontext.loads(text)
         except ValueError:
             raise InvalidArgument("network", text[:200], "not valid JSON")
     if not isinstance(data, dict):

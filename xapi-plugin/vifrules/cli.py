@@ -8,7 +8,8 @@ import sys
 
 from vifrules import config as config_module
 from vifrules.addresses import VifName, parse_interface_list, parse_nic
-from vifrules.compat import current_exception, json
+from vifrules import jsontext
+from vifrules.compat import current_exception
 from vifrules.engine import Engine
 from vifrules.errors import InvalidArgument, NoNetworkData, VifRulesError
 from vifrules.log import syslog_logger
@@ -100,7 +101,7 @@ def hook_main(argv, stdout=None, stderr=None):
             else:
                 nic = parse_nic(network)
             result = engine.apply_vif(vif, nic)
-        _write(stdout, json.dumps(result, sort_keys=True))
+        _write(stdout, jsontext.dumps(result))
         return 0
 
     return run_guarded(hook, argv, stderr)

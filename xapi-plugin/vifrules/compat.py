@@ -2,11 +2,6 @@
 
 import sys
 
-try:
-    import json  # noqa: F401 (re-exported)
-except ImportError:  # Python 2.4/2.5 dom0 ship simplejson instead
-    import simplejson as json  # noqa: F401
-
 PY3 = sys.version_info[0] >= 3
 
 if PY3:

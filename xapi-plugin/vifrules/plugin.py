@@ -9,7 +9,8 @@ from vifrules import API_VERSION, VERSION
 from vifrules import config as config_module
 from vifrules import readiness, xapi
 from vifrules.addresses import VifName, parse_interface_list, parse_nic
-from vifrules.compat import current_exception, json, string_types
+from vifrules import jsontext
+from vifrules.compat import current_exception, string_types
 from vifrules.engine import Engine
 from vifrules.errors import InvalidArgument, VifRulesError
 from vifrules.log import syslog_logger
@@ -38,7 +39,7 @@ def _arguments(args, required, optional):
 
 
 def _json(value):
-    return json.dumps(value, sort_keys=True)
+    return jsontext.dumps(value)
 
 
 def _engine():

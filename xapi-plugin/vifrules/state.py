@@ -8,7 +8,7 @@ deletes a file, so it never needs the guest's data.
 import os
 
 from vifrules.addresses import VifName, nic_from_state
-from vifrules.compat import json
+from vifrules import jsontext
 from vifrules.errors import InvalidArgument
 
 SUFFIX = ".json"
@@ -38,7 +38,7 @@ class StateDir(object):
             return None
         try:
             try:
-                return nic_from_state(json.loads(handle.read()))
+                return nic_from_state(jsontext.loads(handle.read()))
             except (ValueError, InvalidArgument):
                 return None
         finally:
@@ -50,7 +50,7 @@ class StateDir(object):
         temporary = self._file(vif_name) + ".tmp"
         handle = open(temporary, "w")
         try:
-            handle.write(json.dumps(nic.to_dict(), sort_keys=True))
+            handle.write(jsontext.dumps(nic.to_dict()))
         finally:
             handle.close()
         os.rename(temporary, self._file(vif_name))
