@@ -352,3 +352,20 @@ def test_config_refuses_malformed_lines(tmp_path, text):
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError):
         config.load(str(path))
+
+
+def test_members_per_family_come_from_the_state_directory(tmp_path):
+    from vifrules.engine import _Members
+    from vifrules.state import StateDir
+    state = StateDir(str(tmp_path))
+    v4 = addresses.parse_nic('{"mac": "02:00:00:00:00:01", "ips": [{"ip": "192.0.2.1", "enabled": "1"}]}')
+    v6 = addresses.parse_nic('{"mac": "02:00:00:00:00:02", "ip6s": [{"ip": "2001:db8::2", "enabled": "1"}]}')
+    state.write("vif1.0", v4)
+    state.write("vif2.0", v4)
+    members = _Members(state, addresses.VifName("vif2.0"))
+    assert [v.name for v in members["iptables"]] == ["vif1.0"]
+    assert members["ip6tables"] == []  # nobody has IPv6: an empty list, not everyone
+    state.write("vif3.0", v6)
+    members = _Members(state, addresses.VifName("vif1.0"))
+    assert sorted(v.name for v in members["ebtables"]) == ["vif2.0", "vif3.0"]
+    assert [v.name for v in members["ip6tables"]] == ["vif3.0"]

@@ -17,4 +17,9 @@ for _path in (os.path.dirname(os.path.abspath(__file__)), "/usr/lib/vif-rules"):
 from vifrules.cli import hook_main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(hook_main(sys.argv[1:]))
+    status = hook_main(sys.argv[1:])
+    # udev waits for this process: once its output is out and the lock is
+    # released, end without the interpreter's teardown (a millisecond).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

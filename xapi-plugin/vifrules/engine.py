@@ -65,7 +65,7 @@ class Engine(object):
         try:
             try:
                 self._restore_families([
-                    (family, self._apply_batches(family, vif, nic, previous, members[family]))
+                    (family, self._apply_batches(family, vif, nic, previous, members))
                     for family in self.families()])
             except CommandFailed:
                 # The base or a sibling chain is missing (a flush, a reboot
@@ -82,13 +82,16 @@ class Engine(object):
             previous and "protected" or "new"))
         return {"vif": vif.name, "replaced": previous is not None}
 
-    def _apply_batches(self, family, vif, nic, previous, others):
-        """The change for one family. A VIF new to the family's trie gets its
-        chains created and one entry inserted (adding only); a VIF already in
-        it gets its chains and its trie path rewritten; one that leaves it (no
-        more IPv6) is torn down there."""
+    def _apply_batches(self, family, vif, nic, previous, members):
+        """The change for one family. A VIF new to the family's dispatch gets
+        its chains created and its entries inserted (adding only); a VIF
+        already in it gets its chains and its dispatch path rewritten; one
+        that leaves it (no more IPv6) is torn down there."""
         wanted = ruleset.wants_chains(family, nic)
         had = previous is not None and ruleset.wants_chains(family, previous)
+        if not (wanted or had):
+            return []
+        others = members[family]
         if not wanted:
             if had:
                 return self._teardown_batches(family, vif, others, others + [vif], True, None)
@@ -110,14 +113,7 @@ class Engine(object):
         return batches
 
     def _members_without(self, vif):
-        """{family: the VIFs in the family's trie}, vif left out."""
-        everyone = [v for v in self.state.names() if v.name != vif.name]
-        with_ipv6 = [v for v in self.state.names_with_ipv6() if v.name != vif.name]
-        members = {}
-        for family in ruleset.FAMILIES:
-            members[family] = everyone
-        members["ip6tables"] = with_ipv6
-        return members
+        return _Members(self.state, vif)
 
     def teardown_vif(self, vif):
         return locked(self._lock(), self._teardown_vif, vif)
@@ -454,3 +450,21 @@ def _read_first_line(path):
     finally:
         handle.close()
 
+
+class _Members(object):
+    """family -> the VIFs on record in that family's dispatch, vif left out;
+    each list read from the state directory once, when first needed."""
+
+    def __init__(self, state, vif):
+        self.state = state
+        self.vif = vif
+        self.lists = {}
+
+    def __getitem__(self, family):
+        if family == "ip6tables":
+            which, read = "ipv6", self.state.names_with_ipv6
+        else:
+            which, read = "all", self.state.names
+        if which not in self.lists:
+            self.lists[which] = [v for v in read() if v.name != self.vif.name]
+        return self.lists[which]

@@ -18,6 +18,12 @@ def only(text, allowed):
 
 
 def decimal(text, max_digits):
-    """A decimal number of at most max_digits digits, no leading zero."""
-    return only(text, DIGITS) and len(text) <= max_digits and \
-        (text == "0" or text[0] != "0")
+    """A decimal number of at most max_digits digits, no leading zero, no
+    sign: exactly the text int() would print back (checked in C: a vif
+    event parses the name of every guest on record)."""
+    if len(text) > max_digits or text[:1] in ("-", ""):
+        return False
+    try:
+        return str(int(text)) == text
+    except (ValueError, UnicodeError):
+        return False
