@@ -1,5 +1,7 @@
 """Put on PYTHONPATH by the benchmark only: at exit, append this process's
-peak resident set (VmHWM, kB) to the file named by VR_MEMPROBE_OUT."""
+peak resident set (VmHWM, kB) to the file named by VR_MEMPROBE_OUT. The
+vif hook ends with os._exit (no interpreter teardown), so that is caught
+too."""
 import atexit
 import os
 
@@ -20,3 +22,12 @@ def _report():
 
 
 atexit.register(_report)
+_os_exit = os._exit
+
+
+def _exit_after_report(status):
+    _report()
+    _os_exit(status)
+
+
+os._exit = _exit_after_report
