@@ -56,6 +56,16 @@ BACKENDS = {
 _counter = itertools.count()
 
 
+def shebang_flags(script):
+    """The interpreter flags of a script's '#!' line (the hook's '-S'): the
+    tests run it as dom0 does, under each interpreter."""
+    with open(script) as handle:
+        words = handle.readline()[2:].split()
+    if words[:1] == ["/usr/bin/env"]:
+        words = words[1:]
+    return words[1:]
+
+
 def available():
     """None if the bed can run here, else the reason it cannot."""
     if os.geteuid() != 0:
@@ -162,7 +172,8 @@ class NetBed(object):
 
     def hook(self, *args, python=None, check=True):
         python = python or sys.executable
-        return self.run("h", [python, HOOK] + list(args), check=check, env=self.env())
+        return self.run("h", [python] + shebang_flags(HOOK) + [HOOK] + list(args),
+                        check=check, env=self.env())
 
     def host_rules(self, *args, python=None, check=True):
         python = python or sys.executable

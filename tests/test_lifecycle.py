@@ -77,7 +77,8 @@ def test_parallel_applies_end_in_the_serial_ruleset(legacy_bed):
             {"ip": "198.51.100.%d" % (i + 1), "enabled": "1"},
             {"ip": "203.0.113.%d" % (i + 1), "enabled": "1"}]})
     processes = [subprocess.Popen(
-        ["ip", "netns", "exec", bed.ns("h"), sys.executable, netbed.HOOK, "online", name,
+        ["ip", "netns", "exec", bed.ns("h"), sys.executable] +
+        netbed.shebang_flags(netbed.HOOK) + [netbed.HOOK, "online", name,
          "--network", networks[name]], env=bed.env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name in names]
     for process in processes:

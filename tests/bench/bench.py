@@ -44,7 +44,7 @@ HOOK = os.path.join(TOP, "xapi-plugin", "vif_rules.py")
 HOST_RULES = os.path.join(TOP, "host-rules", "host_rules.py")
 BASELINE_HOOK = os.path.join(HERE, "baseline_hook.py")
 BASELINE_SYNC = os.path.join(HERE, "baseline_sync.py")
-MEMPROBE = os.path.join(HERE, "memprobe")
+PROBE_RUN = os.path.join(HERE, "memprobe", "probe_run.py")
 # Both hooks run under the host's own interpreter, as a dom0 runs its hook
 # (not a venv or a pyenv build that may load extra site packages at start).
 DEFAULT_PYTHON = os.path.exists("/usr/bin/python3") and "/usr/bin/python3" or sys.executable
@@ -83,6 +83,16 @@ def stats(samples):
     else:
         result["q1"] = result["q3"] = samples[0]
     return result
+
+
+def shebang_flags(script):
+    """The interpreter flags of a script's '#!' line: each hook runs as its
+    '#!' line says (ours: python -S), under the interpreter chosen here."""
+    with open(script) as handle:
+        words = handle.readline()[2:].split()
+    if words[:1] == ["/usr/bin/env"]:
+        words = words[1:]
+    return words[1:]
 
 
 def family_of(path):
@@ -133,8 +143,9 @@ class Host(object):
                           input_text=input_text)
 
     # ours
-    def hook(self, action, domid, env=None, wrap=()):
-        argv = list(wrap) + [PYTHON, HOOK, action, workload.vif_name(domid)]
+    def hook(self, action, domid, env=None, probe=False):
+        argv = [PYTHON] + shebang_flags(HOOK) + (probe and [PROBE_RUN] or []) + [
+            HOOK, action, workload.vif_name(domid)]
         if action == "online":
             argv += ["--network", workload.network_json(domid)]
         return self.run(argv, timeout=120, env=env).check()
@@ -147,8 +158,9 @@ class Host(object):
         return self.host_rules("start")
 
     # the baseline
-    def baseline(self, action, domid, env=None, wrap=()):
-        argv = list(wrap) + [PYTHON, BASELINE_HOOK, action, workload.vif_name(domid),
+    def baseline(self, action, domid, env=None, probe=False):
+        argv = [PYTHON] + shebang_flags(BASELINE_HOOK) + (probe and [PROBE_RUN] or []) + [
+            BASELINE_HOOK, action, workload.vif_name(domid),
                              "--network", workload.network_json(domid)]
         return self.run(argv, timeout=120, env=env).check()
 
@@ -207,7 +219,7 @@ class Host(object):
     def memory(self, argv_fn):
         """(own peak kB of the Python process, peak kB of it and its children)."""
         out = os.path.join(self.dir, "mem.%d" % time.time_ns())
-        env = self.env(PYTHONPATH=MEMPROBE, VR_MEMPROBE_OUT=out)
+        env = self.env(VR_MEMPROBE_OUT=out)
         result = argv_fn(env)
         own = None
         with open(out) as handle:
@@ -268,10 +280,11 @@ def bench_events(prefix, workdir, backend, cfg, result):
     count = cfg["event_counts"][-1]
     procs = result.setdefault("processes", {})
     procs["event_ours"] = ours.count_processes(
-        [PYTHON, HOOK, "online", MEASURED_VIF, "--network",
+        [PYTHON] + shebang_flags(HOOK) + [HOOK, "online", MEASURED_VIF, "--network",
          workload.network_json(MEASURED_DOMID)])
     # counted right after the counted online, so it really removes a VIF
-    procs["event_ours_offline"] = ours.count_processes([PYTHON, HOOK, "offline", MEASURED_VIF])
+    procs["event_ours_offline"] = ours.count_processes(
+        [PYTHON] + shebang_flags(HOOK) + [HOOK, "offline", MEASURED_VIF])
     procs["event_baseline"] = base.count_processes(
         [PYTHON, BASELINE_HOOK, "online", MEASURED_VIF, "--network",
          workload.network_json(MEASURED_DOMID)])
@@ -279,10 +292,12 @@ def bench_events(prefix, workdir, backend, cfg, result):
     procs["event_resident_vifs"] = count
     memory = result.setdefault("memory", {"resident_vifs": count, "ours": [], "baseline": []})
     for _ in range(3):
-        own, tree = ours.memory(lambda env: ours.hook("online", MEASURED_DOMID, env=env))
+        own, tree = ours.memory(
+            lambda env: ours.hook("online", MEASURED_DOMID, env=env, probe=True))
         ours.hook("offline", MEASURED_DOMID)
         memory["ours"].append({"own_peak_kb": own, "with_children_peak_kb": tree})
-        own, tree = base.memory(lambda env: base.baseline("online", MEASURED_DOMID, env=env))
+        own, tree = base.memory(
+            lambda env: base.baseline("online", MEASURED_DOMID, env=env, probe=True))
         base.baseline("offline", MEASURED_DOMID)
         memory["baseline"].append({"own_peak_kb": own, "with_children_peak_kb": tree})
     memory["ours_own_peak_kb_max"] = max(m["own_peak_kb"] for m in memory["ours"])
@@ -548,6 +563,8 @@ def markdown(results):
              "namespace bridge with real netfilter." % (m["cores"], m["kernel"], m["python"]),
              "Baseline: `tests/bench/baseline_hook.py`, the 2010 per-rule approach "
              "(one iptables/ebtables/arptables process per rule, built-in FORWARD chains).",
+             "Both hooks run under that interpreter as their '#!' line says (ours "
+             "`python -S`: no site-packages at start; the baseline: plain `python`).",
              "Times are wall times of whole processes, median [min-max] over %d runs; "
              "ratio = ours / baseline (lower is better)." % results["config"]["reps"], ""]
     for backend, r in results["backends"].items():
@@ -650,8 +667,8 @@ def markdown(results):
               "baseline hook for every VIF (`tests/bench/baseline_sync.py`).",
               "- Processes: `strace -f -e trace=execve`, successful calls, the command "
               "itself not counted; 'other' is Python (the baseline's hook per VIF).",
-              "- Memory: own peak = VmHWM of the hook's Python process at exit (a "
-              "`sitecustomize` probe on PYTHONPATH in those runs only); with children = "
+              "- Memory: own peak = VmHWM of the hook's Python process at exit (the hook "
+              "run through `memprobe/probe_run.py` in those runs only); with children = "
               "`wait4()` ru_maxrss, the largest of the hook and the tools it ran.",
               "- Forwarding: a bridge with only the measured guest's port and a trusted "
               "uplink `eth1`; iperf3 client in the guest pinned to CPU 0, server on the "

@@ -7,6 +7,7 @@ vm-data/networking/<MAC without colons>, which only the toolstack sets.
 
 import os
 import re
+import sys
 
 from vifrules.addresses import VifName, parse_mac, parse_nic
 from vifrules.compat import current_exception
@@ -51,8 +52,18 @@ def this_host(session, cfg):
     return call("host.get_by_uuid", session.xenapi.host.get_by_uuid, uuid)
 
 
+def _load_site_packages():
+    """The vif hook starts with python -S; the XAPI SDK is in site-packages."""
+    if "site" in sys.modules:
+        return
+    import site
+    if sys.version_info[0] >= 3:  # Python 2 runs it on import
+        site.main()
+
+
 def local_session(cfg):
     """A session over dom0's local socket, as the vif hook needs one."""
+    _load_site_packages()
     try:
         import XenAPI
     except ImportError:

@@ -1,7 +1,7 @@
-"""Put on PYTHONPATH by the benchmark only: at exit, append this process's
-peak resident set (VmHWM, kB) to the file named by VR_MEMPROBE_OUT. The
-vif hook ends with os._exit (no interpreter teardown), so that is caught
-too."""
+"""Imported by probe_run.py in the benchmark's memory runs only: at exit,
+append this process's peak resident set (VmHWM, kB) to the file named by
+VR_MEMPROBE_OUT. The vif hook ends with os._exit (no interpreter teardown),
+so that is caught too."""
 import atexit
 import os
 
