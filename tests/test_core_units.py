@@ -99,13 +99,13 @@ def test_trie_path_is_rewritten_and_nodes_exist_for_proper_domid_prefixes():
     write, delete = ruleset.dispatch_path("ebtables", "nat", vif, others)
     assert delete == ["VRFn-vif12", "VRFn-vif123", "VRTn-vif12", "VRTn-vif123"]
     node = [c for c in write if c.name == "VRFn-vif1"][0]
-    assert node.rules == [("-i", "vif1.0", "-j", "VRF-vif1.0"),
-                          ("-i", "vif12.1", "-j", "VRF-vif12.1"), ("-j", "DROP")]
+    assert node.rules == [("-i", "vif12.1", "-j", "VRF-vif12.1"),
+                          ("-i", "vif1.0", "-j", "VRF-vif1.0"), ("-j", "DROP")]
     write, delete = ruleset.dispatch_path("ebtables", "nat", vif, others + [vif])
     assert delete == ["VRFn-vif123", "VRTn-vif123"]
     node = [c for c in write if c.name == "VRFn-vif12"][0]
-    assert node.rules == [("-i", "vif12.1", "-j", "VRF-vif12.1"),
-                          ("-i", "vif123.0", "-j", "VRF-vif123.0"), ("-j", "DROP")]
+    assert node.rules == [("-i", "vif123.0", "-j", "VRF-vif123.0"),
+                          ("-i", "vif12.1", "-j", "VRF-vif12.1"), ("-j", "DROP")]
 
 
 def test_guest_chains_are_deterministic_and_tokenised():
@@ -176,9 +176,9 @@ def test_dispatch_entries_per_family():
     mark bits with goto, the port checked last; ip6tables: jump + RETURN."""
     vifs = _vifs(["vif1.0", "vif12.0", "vif123.1"])
     node = [c for c in ruleset.dispatch_tree("ebtables", "nat", vifs) if c.name == "VRFn-vif1"][0]
-    assert node.rules == [("-i", "vif1.0", "-j", "VRF-vif1.0"),
-                          ("-i", "vif12+", "-j", "VRFn-vif12"),
-                          ("-i", "vif12.0", "-j", "VRF-vif12.0"), ("-j", "DROP")]
+    assert node.rules == [("-i", "vif12+", "-j", "VRFn-vif12"),
+                          ("-i", "vif12.0", "-j", "VRF-vif12.0"),
+                          ("-i", "vif1.0", "-j", "VRF-vif1.0"), ("-j", "DROP")]
     one = _vifs(["vif1.0"])  # mark 1 << 14: bit 15 of 30 from the top
     chains = dict((c.name, c.rules) for c in ruleset.dispatch_tree("iptables", "filter", one))
     assert chains == {

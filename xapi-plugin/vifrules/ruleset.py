@@ -286,9 +286,9 @@ class _NameTrie(object):
     """ebtables' dispatch: a trie over the digits of the domid. A node (kind +
     digits) exists for the roots and for every proper prefix of a member's
     domid; a VIF's exact entry sits in the node of its domid less one digit,
-    and again first in the node of its whole domid while that node exists
-    (the node's '+' entry comes before the exact entries, and catches the
-    VIF's name too).
+    and again in the node of its whole domid while that node exists (the
+    node's '+' entry comes before the exact entries, and catches the VIF's
+    name too).
 
     So the trie of a set plus one VIF is the trie of the set plus some new
     nodes and entries: an event adds rules and never deletes one (deleting
@@ -342,18 +342,18 @@ class _NameTrie(object):
         return name[len(node_chain_name(self.direction, "")):] in self.node_set
 
     def chain(self, name):
-        """One node's chain: VIFs of the node's own domid by devid, the child
-        nodes by digit, then the VIFs of each child digit's domid; a port no
-        entry claims falls through to DROP."""
+        """One node's chain: the child nodes by digit, the VIFs of each child
+        digit's domid, then those of the node's own domid (the fewest frames
+        come that way); a port no entry claims falls through to DROP."""
         node = name[len(node_chain_name(self.direction, "")):]
         targets = []
-        if node not in KINDS:
-            targets.extend(self._exact(node))
         for digit in "0123456789":
             if (node + digit) in self.node_set:
                 targets.append((node + digit + "+", node_chain_name(self.direction, node + digit)))
         for digit in "0123456789":
             targets.extend(self._exact(node + digit))
+        if node not in KINDS:
+            targets.extend(self._exact(node))
         rules = []
         for port, target in targets:
             rules.extend(_entry_rules(self.family, port_match(self.family, self.direction, port),
