@@ -369,3 +369,9 @@ def test_members_per_family_come_from_the_state_directory(tmp_path):
     members = _Members(state, addresses.VifName("vif1.0"))
     assert sorted(v.name for v in members["ebtables"]) == ["vif2.0", "vif3.0"]
     assert [v.name for v in members["ip6tables"]] == ["vif3.0"]
+
+
+def test_sorting_vifs_never_compares_the_objects():
+    vifs = _vifs(["vif2.0", "tap1.0", "vif10.1", "vif2.0", "vif10.0"])
+    assert [v.name for v in ruleset.sorted_vifs(vifs)] == [
+        "tap1.0", "vif2.0", "vif2.0", "vif10.0", "vif10.1"]

@@ -265,9 +265,9 @@ def trie_path(vif):
 
 def sorted_vifs(vifs):
     """By kind, then numerically by domid and devid: a stable order for rules."""
-    keyed = [(v.kind, int(v.domid), int(v.devid), v) for v in vifs]
-    keyed.sort()
-    return [entry[3] for entry in keyed]
+    keyed = [(v.kind, int(v.domid), int(v.devid), i, v) for i, v in enumerate(vifs)]
+    keyed.sort()  # the index keeps VifName objects themselves out of the comparison
+    return [entry[4] for entry in keyed]
 
 
 def _entry_rules(family, match, chain):
