@@ -55,7 +55,7 @@ def kernel_config(values):
 
 
 def build_tree(root, release="4.19.0+1", config=None, config_gz=False, sysctls=None,
-               bridge_dir=True, network="bridge", matches=("physdev", "mac", "u32"),
+               bridge_dir=True, network="bridge", matches=("physdev", "mac", "u32", "mark"),
                tools=TOOLS, arp_tables_names="filter\n", modules=()):
     write(root, "/proc/sys/kernel/osrelease", release + "\n")
     if config is not None:
@@ -231,7 +231,8 @@ def test_no_kernel_config_reports_unknown(tmp_path, no_commands):
 def test_module_option_needs_the_module_file(tmp_path, no_commands):
     config = dict((o, "y") for o in PACK_OPTIONS)
     config["CONFIG_NETFILTER_XT_MATCH_PHYSDEV"] = "m"
-    root = ready_host(str(tmp_path), config=config, config_gz=False, matches=("mac", "u32"))
+    root = ready_host(str(tmp_path), config=config, config_gz=False,
+                      matches=("mac", "u32", "mark"))
     found = by_name(readiness.check(Config(), root=root, run_commands=False))
     assert found["iptables physdev match"]["state"] == "missing"
     assert "no xt_physdev module" in found["iptables physdev match"]["detail"]

@@ -75,6 +75,12 @@ KCONFIG = {
     "BRIDGE_EBT_ARP": ("tristate", ["BRIDGE_NF_EBTABLES"]),
     "BRIDGE_EBT_IP6": ("tristate", ["BRIDGE_NF_EBTABLES", "IPV6"]),   # 2.6.26+
     "BRIDGE_EBT_LOG": ("tristate", ["BRIDGE_NF_EBTABLES"]),
+    "BRIDGE_EBT_T_NAT": ("tristate", ["BRIDGE_NF_EBTABLES"]),
+    "BRIDGE_EBT_MARK_T": ("tristate", ["BRIDGE_NF_EBTABLES"]),
+    # net/netfilter/Kconfig (x_tables matches; NETFILTER_ADVANCED from 2.6.25)
+    "NETFILTER_XT_MATCH_MAC": ("tristate", ["NETFILTER_XTABLES", "NETFILTER_ADVANCED"]),
+    "NETFILTER_XT_MATCH_MARK": ("tristate", ["NETFILTER_XTABLES"]),
+    "NETFILTER_XT_MATCH_U32": ("tristate", ["NETFILTER_XTABLES", "NETFILTER_ADVANCED"]),  # 2.6.23+
     # net/ipv4/netfilter/Kconfig: menu depends on INET && NETFILTER
     "IP_NF_IPTABLES": ("tristate", ["INET", "NETFILTER", "NETFILTER_XTABLES"]),
     "IP_NF_FILTER": ("tristate", ["IP_NF_IPTABLES"]),
@@ -91,11 +97,15 @@ KCONFIG = {
 # Symbols that not every kernel in range has: a dependency on them is satisfied
 # when the config does not mention them at all (the kernel lacks the symbol).
 OPTIONAL_SYMBOLS = set(["NETFILTER_ADVANCED", "EXPERIMENTAL"])
-# REFERENCE section 8: what the pack's kernel must have (y or m).
+# REFERENCE section 8, plus what the rules use (the nat table, the mark they
+# dispatch on, the MAC match): what the pack's kernel must have (y or m).
+# (The u32 match is enabled where the kernel has it, 2.6.23+; not required.)
 REQUIRED = [
     "BRIDGE_NETFILTER", "NETFILTER_XT_MATCH_PHYSDEV", "BRIDGE_NF_EBTABLES",
     "BRIDGE_EBT_T_FILTER", "BRIDGE_EBT_IP", "BRIDGE_EBT_ARP", "BRIDGE_EBT_IP6",
     "IP_NF_ARPTABLES", "IP_NF_ARPFILTER", "IP6_NF_IPTABLES", "IP6_NF_FILTER",
+    "BRIDGE_EBT_T_NAT", "BRIDGE_EBT_MARK_T", "NETFILTER_XT_MATCH_MAC",
+    "NETFILTER_XT_MATCH_MARK",
 ]
 
 LEVEL = {"n": 0, "m": 1, "y": 2}

@@ -74,6 +74,9 @@ KERNEL_OPTIONS = (
     ("CONFIG_IP6_NF_FILTER", ("ip6tables",)),
     ("CONFIG_NETFILTER_XT_MATCH_U32", ("ip6tables",)),
     ("CONFIG_NETFILTER_XT_MATCH_MAC", ("iptables", "ip6tables")),
+    # ebtables' 'from' chain marks a guest's frames; iptables dispatches on it
+    ("CONFIG_BRIDGE_EBT_MARK_T", ("ebtables",)),
+    ("CONFIG_NETFILTER_XT_MATCH_MARK", ("iptables", "ip6tables")),
 )
 
 # Options that a kernel built without legacy ebtables cannot have, and that
@@ -87,6 +90,8 @@ MATCHES = (
     ("ip6tables", "physdev", "CONFIG_NETFILTER_XT_MATCH_PHYSDEV", "xt_physdev"),
     ("ip6tables", "mac", "CONFIG_NETFILTER_XT_MATCH_MAC", "xt_mac"),
     ("ip6tables", "u32", "CONFIG_NETFILTER_XT_MATCH_U32", "xt_u32"),
+    ("iptables", "mark", "CONFIG_NETFILTER_XT_MATCH_MARK", "xt_mark"),
+    ("ip6tables", "mark", "CONFIG_NETFILTER_XT_MATCH_MARK", "xt_mark"),
 )
 MATCH_FILES = {"iptables": "/proc/net/ip_tables_matches",
                "ip6tables": "/proc/net/ip6_tables_matches"}
