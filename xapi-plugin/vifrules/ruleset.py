@@ -314,8 +314,7 @@ class _NameTrie(object):
         """The trie for the same set and vif, seen in direction."""
         other = _NameTrie(self.family, direction, [])
         other.node_set = dict(self.node_set)
-        for key, members in self.by_domid.items():
-            other.by_domid[key] = members
+        other.by_domid = dict(self.by_domid)  # the lists are shared, never changed
         key = vif.kind + vif.domid
         other.by_domid[key] = sorted_vifs(other.by_domid.get(key, []) + [vif])
         other._add_nodes(vif)
