@@ -38,7 +38,8 @@ def _require_text(name, value):
 
 class VifName(object):
     """vif<domid>.<devid> or tap<domid>.<devid>, nothing else. An event
-    parses the name of every VIF on record, so this is written for speed."""
+    parses the name of every VIF on record: a str goes straight to the
+    checks, anything else through _require_text first."""
 
     def __init__(self, name):
         if type(name) is not str:
@@ -47,14 +48,8 @@ class VifName(object):
         domid = devid = ""
         if len(numbers) == 2:
             domid, devid = numbers
-        try:
-            valid = (kind == "vif" or kind == "tap") and \
-                0 < len(domid) < 6 and 0 < len(devid) < 5 and \
-                str(int(domid)) == domid and str(int(devid)) == devid and \
-                domid[0] != "-" and devid[0] != "-" and domid != "0"
-        except ValueError:
-            valid = False
-        if not valid:
+        if not ((kind == "vif" or kind == "tap") and domid != "0" and
+                decimal(domid, 5) and decimal(devid, 4)):
             raise InvalidArgument("vif", _require_text("vif", name),
                                   "expected vif<domid>.<devid> or tap<domid>.<devid>")
         if int(domid) > MAX_DOMID:

@@ -60,7 +60,7 @@ class Engine(object):
 
     def _apply_vif(self, vif, nic):
         previous = self.state.read(vif.name)
-        members = self._members_without(vif)
+        members = _Members(self.state, vif)
         self.state.write(vif.name, nic)
         try:
             try:
@@ -92,10 +92,8 @@ class Engine(object):
         if not (wanted or had):
             return []
         others = members[family]
-        if not wanted:
-            if had:
-                return self._teardown_batches(family, vif, others, others + [vif], True, None)
-            return []
+        if not wanted:  # it had chains here and has none now
+            return self._teardown_batches(family, vif, others, others + [vif], True, None)
         batches = []
         for table in ruleset.TABLES[family]:
             batch = Batch(family, table)
@@ -112,9 +110,6 @@ class Engine(object):
             batches.append(batch)
         return batches
 
-    def _members_without(self, vif):
-        return _Members(self.state, vif)
-
     def teardown_vif(self, vif):
         return locked(self._lock(), self._teardown_vif, vif)
 
@@ -128,7 +123,7 @@ class Engine(object):
     def _teardown_chains(self, vif, known, best_effort):
         """Remove vif from every family; known is its NicAddresses on record
         (None: it was not), which says in which tries it is."""
-        members = self._members_without(vif)
+        members = _Members(self.state, vif)
         plans = []
         for family in self.families():
             remaining = members[family]

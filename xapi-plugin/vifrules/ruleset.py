@@ -310,9 +310,9 @@ class _NameTrie(object):
         self.by_domid.setdefault(vif.kind + vif.domid, []).append(vif)
         self._add_nodes(vif)
 
-    def plus(self, vif, direction):
-        """The trie for the same set and vif, seen in direction."""
-        other = _NameTrie(self.family, direction, [])
+    def plus(self, vif):
+        """The trie for the same set and vif."""
+        other = _NameTrie(self.family, self.direction, [])
         other.node_set = dict(self.node_set)
         other.by_domid = dict(self.by_domid)  # the lists are shared, never changed
         key = vif.kind + vif.domid
@@ -338,13 +338,16 @@ class _NameTrie(object):
         return result
 
     def has(self, name):
-        return name[len(node_chain_name(self.direction, "")):] in self.node_set
+        return self._node(name) in self.node_set
+
+    def _node(self, name):
+        return name[len(node_chain_name(self.direction, "")):]
 
     def chain(self, name):
         """One node's chain: the child nodes by digit, the VIFs of each child
         digit's domid, then those of the node's own domid (the fewest frames
         come that way); a port no entry claims falls through to DROP."""
-        node = name[len(node_chain_name(self.direction, "")):]
+        node = self._node(name)
         targets = []
         for digit in "0123456789":
             if (node + digit) in self.node_set:
@@ -377,20 +380,19 @@ class _MarkTrie(object):
     member only adds chains and rules, like the name trie.
     """
 
-    def __init__(self, family, vifs, marks=None):
+    def __init__(self, family, vifs):
         self.family = family
         self.direction = FROM
         self.members = {}
         for vif in vifs:
             self.members[vif_mark(vif)] = vif
-        self.marks = marks
-        if marks is None:
-            self.marks = list(self.members.keys())
-            self.marks.sort()
+        self.marks = list(self.members.keys())
+        self.marks.sort()
 
-    def plus(self, vif, direction=FROM):
-        other = _MarkTrie(self.family, [], list(self.marks))
+    def plus(self, vif):
+        other = _MarkTrie(self.family, [])
         other.members = dict(self.members)
+        other.marks = list(self.marks)
         mark = vif_mark(vif)
         other.members[mark] = vif
         bisect.insort(other.marks, mark)
@@ -508,7 +510,7 @@ def dispatch_insert(family, table, vif, vifs):
     """
     new_chains, inserts = [], []
     for before in _dispatches(family, table, vifs):
-        after = before.plus(vif, before.direction)
+        after = before.plus(vif)
         for name in after.path(vif):
             if not after.has(name):
                 continue

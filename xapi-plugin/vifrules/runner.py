@@ -69,9 +69,9 @@ def _find(command, env):
 class Process(object):
     """A started command: its pid, pipes, and what it has said so far."""
 
-    def __init__(self, argv):
+    def __init__(self, argv, stdin_text):
         self.argv = argv
-        self.data = None  # given before confirm()
+        self.data = to_bytes(stdin_text or "")
         self.out, self.err = [], []
         self.status = None
         self.exec_error = None
@@ -218,28 +218,15 @@ def _finish(process):
     return process.status, out, err
 
 
-def start_all(argvs):
-    """Start commands that wait for their input: a tool can load while the
-    caller still computes what to tell it. Give each its input (or none:
-    a restore tool that reads nothing changes nothing) with finish_all."""
+def run_all(commands, check=True):
+    """Run (argv, stdin text or None) pairs at the same time; return their
+    (status, stdout, stderr) in order. With check, the first that failed
+    raises CommandFailed, after every one has ended. A command that could
+    not be started counts as failed with status 127."""
     processes = []
     try:
-        for argv in argvs:
-            processes.append(Process([str(a) for a in argv]))
-    except Exception:
-        finish_all(processes, [None] * len(processes), check=False)
-        raise
-    return processes
-
-
-def finish_all(processes, texts, check=True):
-    """Feed each started command its stdin text, drain its output, wait for
-    it; return their (status, stdout, stderr) in order. With check, the
-    first that failed raises CommandFailed, after every one has ended. A
-    command that could not be started counts as failed with status 127."""
-    try:
-        for process, text in zip(processes, texts):
-            process.data = to_bytes(text or "")
+        for argv, stdin_text in commands:
+            processes.append(Process([str(a) for a in argv], stdin_text))
         for process in processes:
             process.confirm()
         _communicate(processes)
@@ -251,12 +238,6 @@ def finish_all(processes, texts, check=True):
                 raise CommandFailed(" ".join(process.argv), str(status),
                                     err.strip()[-STDERR_LIMIT:])
     return results
-
-
-def run_all(commands, check=True):
-    """Run (argv, stdin text or None) pairs at the same time."""
-    processes = start_all([argv for argv, text in commands])
-    return finish_all(processes, [text for argv, text in commands], check)
 
 
 def run(argv, stdin_text=None, check=True):
