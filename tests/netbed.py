@@ -58,7 +58,8 @@ _counter = itertools.count()
 
 def shebang_flags(script):
     """The interpreter flags of a script's '#!' line (the hook's '-S'): the
-    tests run it as dom0 does, under each interpreter."""
+    tests and the benchmark run a script as its '#!' line says, under the
+    interpreter they choose."""
     with open(script) as handle:
         words = handle.readline()[2:].split()
     if words[:1] == ["/usr/bin/env"]:

@@ -35,9 +35,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+sys.path.insert(1, os.path.dirname(HERE))  # tests/, for netbed's shebang_flags
 
 import nsutil  # noqa: E402
 import workload  # noqa: E402
+from netbed import shebang_flags  # noqa: E402
 from workload import MEASURED_DOMID, MEASURED_VIF  # noqa: E402
 
 HOOK = os.path.join(TOP, "xapi-plugin", "vif_rules.py")
@@ -83,16 +85,6 @@ def stats(samples):
     else:
         result["q1"] = result["q3"] = samples[0]
     return result
-
-
-def shebang_flags(script):
-    """The interpreter flags of a script's '#!' line: each hook runs as its
-    '#!' line says (ours: python -S), under the interpreter chosen here."""
-    with open(script) as handle:
-        words = handle.readline()[2:].split()
-    if words[:1] == ["/usr/bin/env"]:
-        words = words[1:]
-    return words[1:]
 
 
 def family_of(path):
@@ -142,16 +134,23 @@ class Host(object):
         return nsutil.run(self.ns, argv, env=env or self.env(), timeout=timeout,
                           input_text=input_text)
 
+    def script_argv(self, script, action, domid, probe=False):
+        """A hook (ours or the baseline's) run as its '#!' line says; probe:
+        through the peak-memory probe. The baseline needs --network even to
+        take a VIF down (the 2010 script looked the addresses up again)."""
+        argv = [PYTHON] + shebang_flags(script) + (probe and [PROBE_RUN] or []) + [
+            script, action, workload.vif_name(domid)]
+        if action == "online" or script == BASELINE_HOOK:
+            argv += ["--network", workload.network_json(domid)]
+        return argv
+
     # ours
     def hook(self, action, domid, env=None, probe=False):
-        argv = [PYTHON] + shebang_flags(HOOK) + (probe and [PROBE_RUN] or []) + [
-            HOOK, action, workload.vif_name(domid)]
-        if action == "online":
-            argv += ["--network", workload.network_json(domid)]
-        return self.run(argv, timeout=120, env=env).check()
+        return self.run(self.script_argv(HOOK, action, domid, probe), timeout=120,
+                        env=env).check()
 
-    def host_rules(self, action="start", wrap=(), timeout=600):
-        return self.run(list(wrap) + [PYTHON, HOST_RULES, action], timeout=timeout).check()
+    def host_rules(self, action="start", timeout=600):
+        return self.run([PYTHON, HOST_RULES, action], timeout=timeout).check()
 
     def populate_ours(self, domids):
         workload.write_state(self.state_dir, domids)
@@ -159,10 +158,8 @@ class Host(object):
 
     # the baseline
     def baseline(self, action, domid, env=None, probe=False):
-        argv = [PYTHON] + shebang_flags(BASELINE_HOOK) + (probe and [PROBE_RUN] or []) + [
-            BASELINE_HOOK, action, workload.vif_name(domid),
-                             "--network", workload.network_json(domid)]
-        return self.run(argv, timeout=120, env=env).check()
+        return self.run(self.script_argv(BASELINE_HOOK, action, domid, probe), timeout=120,
+                        env=env).check()
 
     def populate_baseline(self, domids, arptables=True):
         ipt, ebt, arp = workload.baseline_restore_inputs(domids)
@@ -280,14 +277,12 @@ def bench_events(prefix, workdir, backend, cfg, result):
     count = cfg["event_counts"][-1]
     procs = result.setdefault("processes", {})
     procs["event_ours"] = ours.count_processes(
-        [PYTHON] + shebang_flags(HOOK) + [HOOK, "online", MEASURED_VIF, "--network",
-         workload.network_json(MEASURED_DOMID)])
+        ours.script_argv(HOOK, "online", MEASURED_DOMID))
     # counted right after the counted online, so it really removes a VIF
     procs["event_ours_offline"] = ours.count_processes(
-        [PYTHON] + shebang_flags(HOOK) + [HOOK, "offline", MEASURED_VIF])
+        ours.script_argv(HOOK, "offline", MEASURED_DOMID))
     procs["event_baseline"] = base.count_processes(
-        [PYTHON, BASELINE_HOOK, "online", MEASURED_VIF, "--network",
-         workload.network_json(MEASURED_DOMID)])
+        base.script_argv(BASELINE_HOOK, "online", MEASURED_DOMID))
     base.baseline("offline", MEASURED_DOMID)
     procs["event_resident_vifs"] = count
     memory = result.setdefault("memory", {"resident_vifs": count, "ours": [], "baseline": []})
