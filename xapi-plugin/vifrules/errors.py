@@ -61,3 +61,15 @@ class XapiError(VifRulesError):
     code = "VIF_RULES_XAPI_ERROR"
     exit_status = 8
 
+
+
+class StateError(VifRulesError):
+    """params: the state file or directory, what failed (read-only, full, corrupt)"""
+    code = "VIF_RULES_STATE_ERROR"
+    exit_status = 9
+
+
+class CommandTimeout(VifRulesError):
+    """params: command, seconds waited"""
+    code = "VIF_RULES_COMMAND_TIMEOUT"
+    exit_status = 10
