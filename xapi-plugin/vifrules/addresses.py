@@ -5,7 +5,7 @@ yields byte-identical rules.
 """
 
 from vifrules import jsontext
-from vifrules.compat import string_types
+from vifrules.compat import current_exception, string_types
 from vifrules.errors import InvalidArgument
 from vifrules.lexical import DIGITS, HEX_DIGITS, LETTERS, decimal, only
 
@@ -26,11 +26,11 @@ ADDRESS_KEYS = ("ip", "netmask", "enabled", "gateway")
 
 def _require_text(name, value):
     if not isinstance(value, string_types):
-        raise InvalidArgument(name, repr(value), "must be a string")
+        raise InvalidArgument(name, value, "must be a string")
     try:
         value = str(value)
     except UnicodeError:
-        raise InvalidArgument(name, repr(value), "must be ASCII")
+        raise InvalidArgument(name, value, "must be ASCII")
     if value.startswith("-"):
         raise InvalidArgument(name, value, "must not begin with '-'")
     return value
@@ -50,7 +50,7 @@ class VifName(object):
             domid, devid = numbers
         if not ((kind == "vif" or kind == "tap") and domid != "0" and
                 decimal(domid, 5) and decimal(devid, 4)):
-            raise InvalidArgument("vif", _require_text("vif", name),
+            raise InvalidArgument("vif", name,
                                   "expected vif<domid>.<devid> or tap<domid>.<devid>")
         if int(domid) > MAX_DOMID:
             raise InvalidArgument("vif", name, "domid above %d" % MAX_DOMID)
@@ -232,16 +232,16 @@ def _enabled_addresses(entries, key, parse, limit, limit_name):
     if entries is None:
         return []
     if not isinstance(entries, list):
-        raise InvalidArgument(key, repr(entries), "must be a list")
+        raise InvalidArgument(key, entries, "must be a list")
     result = []
     for entry in entries:
         if not isinstance(entry, dict):
-            raise InvalidArgument(key, repr(entry), "each entry must be an object")
+            raise InvalidArgument(key, entry, "each entry must be an object")
         for entry_key in entry.keys():
             if entry_key not in ADDRESS_KEYS:
-                raise InvalidArgument(key, str(entry_key), "unknown key")
+                raise InvalidArgument(key, entry_key, "unknown key")
         if "ip" not in entry:
-            raise InvalidArgument(key, repr(entry), "entry has no 'ip'")
+            raise InvalidArgument(key, entry, "entry has no 'ip'")
         address = parse(entry["ip"], key)
         if entry.get("enabled") != "1":
             continue
@@ -260,12 +260,12 @@ def parse_nic(data):
         try:
             data = jsontext.loads(text)
         except ValueError:
-            raise InvalidArgument("network", text[:200], "not valid JSON")
+            raise InvalidArgument("network", text, "not valid JSON: %s" % current_exception())
     if not isinstance(data, dict):
-        raise InvalidArgument("network", repr(data)[:200], "must be a JSON object")
+        raise InvalidArgument("network", data, "must be a JSON object")
     for key in data.keys():
         if key not in NIC_KEYS:
-            raise InvalidArgument("network", str(key), "unknown key")
+            raise InvalidArgument("network", key, "unknown key")
     if "mac" not in data:
         raise InvalidArgument("network", "mac", "missing")
     mac = parse_mac(data["mac"])
@@ -277,7 +277,7 @@ def parse_nic(data):
 def nic_from_state(data):
     """The stored form (to_dict) back to NicAddresses, validated again."""
     if not isinstance(data, dict):
-        raise InvalidArgument("state", repr(data)[:200], "must be an object")
+        raise InvalidArgument("state", data, "must be an object")
     mac = parse_mac(data.get("mac"))
     ipv4 = [parse_ipv4(a) for a in data.get("ipv4", [])]
     ipv6 = [parse_ipv6(a) for a in data.get("ipv6", [])]

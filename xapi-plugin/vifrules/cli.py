@@ -12,13 +12,13 @@ from vifrules import jsontext
 from vifrules.compat import current_exception
 from vifrules.engine import Engine
 from vifrules.errors import InvalidArgument, NoNetworkData, VifRulesError
-from vifrules.log import syslog_logger
+from vifrules.log import error_logger, internal_error, syslog_logger
 
 HOOK_USAGE = """usage: vif_rules.py online|add VIF [--network JSON]
        vif_rules.py offline|remove VIF
 VIF is vif<domid>.<devid> or tap<domid>.<devid>."""
 
-HOST_USAGE = "usage: host-rules start|stop|restart|status|check"
+HOST_USAGE = "usage: host-rules start|stop|restart|status|check|sync"
 
 APPLY_ACTIONS = ("online", "add")
 TEARDOWN_ACTIONS = ("offline", "remove")
@@ -56,18 +56,23 @@ def parse_hook_args(argv):
         raise InvalidArgument("action", action, "expected online, add, offline or remove")
     vif = VifName(positional[1])
     if network is not None and action in TEARDOWN_ACTIONS:
-        raise InvalidArgument("--network", network[:80], "not used by " + action)
+        raise InvalidArgument("--network", network, "not used by " + action)
     return action, vif, network
 
 
-def run_guarded(function, argv, stderr):
-    """Run function(argv); map our errors to a line on stderr and an exit status."""
+def run_guarded(function, argv, stderr, ident="vif_rules"):
+    """Run function(argv); map our errors to one line on stderr, one report
+    at LOG_ERR and the exit status of their kind. Anything else is a bug of
+    ours: VIF_RULES_INTERNAL_ERROR (exit 1), its traceback to syslog only."""
     try:
         return function(argv)
     except VifRulesError:
         error = current_exception()
-        _write(stderr, "vif_rules: error: " + error.message())
-        return error.exit_status
+    except Exception:
+        error = internal_error()
+    _write(stderr, "%s: error: %s" % (ident, error.message()))
+    error_logger(ident)(error)
+    return error.exit_status
 
 
 def _xapi_lookup(cfg, vif):
@@ -113,17 +118,34 @@ def host_rules_main(argv, stdout=None, stderr=None):
 
     def host_rules(argv):
         if len(argv) not in (1, 2) or argv[0] not in (
-                "start", "stop", "restart", "status", "check", "reload"):
+                "start", "stop", "restart", "status", "check", "reload", "sync"):
             raise InvalidArgument("action", " ".join(argv), HOST_USAGE)
         action = argv[0]
         trusted = None
         if len(argv) == 2:
-            if action not in ("start", "restart", "reload"):
+            if action not in ("start", "restart", "reload", "sync"):
                 raise InvalidArgument("arguments", " ".join(argv), HOST_USAGE)
             trusted = parse_interface_list(argv[1])
         from vifrules import readiness  # only here: the vif hook must start fast
         cfg = config_module.load()
         engine = Engine(cfg, syslog_logger("host-rules"))
+        if action == "sync" and os.path.exists(cfg.get("XAPI_SOCKET")):
+            # What the plugin's sync does, through the local socket: default
+            # DROP and every running VIF XAPI has data for, in one batch per family.
+            from vifrules import xapi
+            readiness.require_bridge_backend(cfg)
+            session = xapi.local_session(cfg)
+            try:
+                result = engine.sync(xapi.running_vifs(session, cfg), trusted)
+            finally:
+                xapi.logout(session)
+            _write(stdout, "host-rules: default-drop rules in force; %d running VIF(s) "
+                   "protected; without network data (closed): %s" % (
+                       len(result["protected"]), " ".join(result["without_data"]) or "none"))
+            return 0
+        if action == "sync":
+            _write(stdout, "host-rules: XAPI is not running: protecting the VIFs on record")
+            action = "start"
         if action in ("start", "restart", "reload"):
             readiness.require_bridge_backend(cfg)
             result = engine.setup_host(trusted)
@@ -151,4 +173,4 @@ def host_rules_main(argv, stdout=None, stderr=None):
             _write(stdout, "  - " + item)
         return 3  # LSB: program is not running
 
-    return run_guarded(host_rules, argv, stderr)
+    return run_guarded(host_rules, argv, stderr, "host-rules")

@@ -4,11 +4,13 @@ Format: sysconfig style KEY=value lines; '#' starts a comment; values may be
 quoted. The path is /etc/sysconfig/vif-rules unless VIF_RULES_CONF says else.
 """
 
+import errno
 import os
 
 from vifrules.addresses import parse_interface_list
+from vifrules.compat import current_exception, to_text
 from vifrules.errors import ConfigError, InvalidArgument
-from vifrules.lexical import DIGITS, LETTERS, UPPER, only
+from vifrules.lexical import DIGITS, LETTERS, UPPER, decimal, only
 
 DEFAULT_PATH = "/etc/sysconfig/vif-rules"
 ENV_VAR = "VIF_RULES_CONF"
@@ -22,6 +24,7 @@ DEFAULTS = {
     "TRUSTED_INTERFACES": "",
     "LOCK_FILE": "/var/lock/vif-rules.lock",
     "LOCK_TIMEOUT": "60",
+    "COMMAND_TIMEOUT": "30",
     "STATE_DIR": "/var/run/vif-rules",
     "PROC_SYS": "/proc/sys",
     "XENSOURCE_NETWORK_CONF": "/etc/xensource/network.conf",
@@ -48,30 +51,48 @@ def _unquote(value, path, number):
     return value
 
 
-def read_file(path):
-    values = {}
+def _lines(path):
+    """The file's lines as text, or None if there is no file. Bytes are read
+    as latin-1 (never fails) and anything but printable ASCII is refused per
+    line below: no locale decides whether the file can be read."""
     try:
-        handle = open(path)
+        handle = open(path, "rb")
     except IOError:
-        return values
+        if current_exception().errno == errno.ENOENT:
+            return None
+        raise ConfigError(path, "-", "cannot read: %s" % current_exception())
     try:
-        number = 0
-        for line in handle:
-            number += 1
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            if line.startswith("export "):
-                line = line[len("export "):].strip()
-            parts = line.split("=", 1)
-            key = parts[0]
-            if len(parts) != 2 or not only(key[:1], UPPER) or not only(key, _KEY_CHARS):
-                raise ConfigError(path, str(number), "expected KEY=value")
-            if key not in KNOWN_KEYS:
-                raise ConfigError(path, str(number), "unknown key %s" % key)
-            values[key] = _unquote(parts[1], path, number)
+        try:
+            return to_text(handle.read()).split("\n")
+        except (IOError, OSError):
+            raise ConfigError(path, "-", "cannot read: %s" % current_exception())
     finally:
         handle.close()
+
+
+def read_file(path):
+    values = {}
+    lines = _lines(path)
+    if lines is None:
+        return values
+    number = 0
+    for line in lines:
+        number += 1
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if [c for c in line if not " " <= c <= "~" and c != "\t"]:
+            raise ConfigError(path, str(number), "not printable ASCII: " + line)
+        line = str(line)  # ASCII now: a plain str on Python 2 as before
+        if line.startswith("export "):
+            line = line[len("export "):].strip()
+        parts = line.split("=", 1)
+        key = parts[0]
+        if len(parts) != 2 or not only(key[:1], UPPER) or not only(key, _KEY_CHARS):
+            raise ConfigError(path, str(number), "expected KEY=value: " + line)
+        if key not in KNOWN_KEYS:
+            raise ConfigError(path, str(number), "unknown key " + key)
+        values[key] = _unquote(parts[1], path, number)
     return values
 
 
@@ -83,16 +104,14 @@ class Config(object):
         self.values = merged
         for key in TOOL_KEYS + RESTORE_KEYS + SAVE_KEYS:
             if key in merged and merged[key] and not only(merged[key], _COMMAND_CHARS):
-                raise ConfigError(path or "-", key, "not a command name: %r" % merged[key])
+                raise ConfigError(path or "-", key, "not a command name: " + merged[key])
         try:
             self.trusted_interfaces = parse_interface_list(merged["TRUSTED_INTERFACES"])
         except InvalidArgument:
             raise ConfigError(path or "-", "TRUSTED_INTERFACES",
-                              "bad interface list %r" % merged["TRUSTED_INTERFACES"])
-        try:
-            self.lock_timeout = float(merged["LOCK_TIMEOUT"])
-        except ValueError:
-            raise ConfigError(path or "-", "LOCK_TIMEOUT", "not a number")
+                              "bad interface list: " + merged["TRUSTED_INTERFACES"])
+        self.lock_timeout = _seconds(merged, "LOCK_TIMEOUT", path)
+        self.command_timeout = _seconds(merged, "COMMAND_TIMEOUT", path)
 
     def get(self, key):
         return self.values[key]
@@ -124,6 +143,17 @@ class Config(object):
     @property
     def lock_file(self):
         return self.values["LOCK_FILE"]
+
+
+def _seconds(values, key, path):
+    # Decimal text only: float() also takes inf, exponents and underscores.
+    whole = values[key].split(".", 1)
+    if not (decimal(whole[0], 5) and (len(whole) == 1 or only(whole[1], DIGITS))):
+        raise ConfigError(path or "-", key, "not a number: " + values[key])
+    seconds = float(values[key])
+    if not seconds > 0:  # also refuses nan
+        raise ConfigError(path or "-", key, "must be more than 0")
+    return seconds
 
 
 def config_path(environ=None):

@@ -12,26 +12,29 @@ from vifrules.addresses import VifName, parse_interface_list, parse_nic
 from vifrules import jsontext
 from vifrules.compat import current_exception, string_types
 from vifrules.engine import Engine
-from vifrules.errors import InvalidArgument, VifRulesError
-from vifrules.log import syslog_logger
+from vifrules.errors import KINDS, InvalidArgument, VifRulesError
+from vifrules.log import error_logger, internal_error, syslog_logger
 
 PLUGIN_NAME = "vif_rules"
 
-# Error codes a caller may receive, with their params (see README).
-ERROR_CODES = ("VIF_RULES_INVALID_ARGUMENT", "VIF_RULES_NO_NETWORK_DATA",
-               "VIF_RULES_HOST_NOT_READY", "VIF_RULES_COMMAND_FAILED",
-               "VIF_RULES_LOCK_TIMEOUT", "VIF_RULES_BAD_CONFIG", "VIF_RULES_XAPI_ERROR")
+# Error codes a caller may receive, with their params: errors.KINDS (see README).
+ERROR_CODES = tuple([kind.code for kind in KINDS if kind is not VifRulesError])
 
 
 def _arguments(args, required, optional):
-    """args checked against the names a function takes; returns a plain dict."""
+    """args checked against the names a function takes; returns a plain dict.
+    Names and values are passed to InvalidArgument as they came: it escapes
+    them (a name may be any XML-RPC string, non-ASCII included)."""
     if not isinstance(args, dict):
-        raise InvalidArgument("args", repr(args)[:80], "must be a map of strings")
-    for name in args.keys():
-        if name not in required and name not in optional:
-            raise InvalidArgument(str(name), str(args[name])[:80], "unknown argument")
+        raise InvalidArgument("args", args, "must be a map of strings")
+    names = list(args.keys())
+    names.sort()
+    for name in names:
+        if not isinstance(name, string_types) or (
+                name not in required and name not in optional):
+            raise InvalidArgument(name, args[name], "unknown argument")
         if not isinstance(args[name], string_types):
-            raise InvalidArgument(str(name), repr(args[name])[:80], "must be a string")
+            raise InvalidArgument(name, args[name], "must be a string")
     for name in required:
         if name not in args or args[name] == "":
             raise InvalidArgument(name, "", "missing")
@@ -119,10 +122,15 @@ def function_table(failure_class):
 
 
 def _at_the_edge(function, failure_class):
+    """Our errors, and a bug's exception as VIF_RULES_INTERNAL_ERROR, to
+    syslog at LOG_ERR once and to the caller as a Failure of escaped params."""
     def call(session, args):
         try:
             return function(session, args)
         except VifRulesError:
             error = current_exception()
-            raise failure_class(error.code, error.params)
+        except Exception:
+            error = internal_error()
+        error_logger(PLUGIN_NAME)(error)
+        raise failure_class(error.code, error.params)
     return call
