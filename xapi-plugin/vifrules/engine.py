@@ -2,22 +2,33 @@
 
 Every change runs under the lock and costs one batch-tool process per
 netfilter family, whatever the number of addresses.
+
+What is wanted lives in the state directory, what is in force in the kernel
+(see state.py). Each operation marks what it is about to change before it
+touches the kernel and clears the mark once the kernel has it; an operation
+that finds a mark left behind rebuilds the host from the records first
+(redo), so a failure or a kill at any point converges on the next call.
+Teardown needs only the VIF's name: it removes what the kernel holds.
 """
 
 import os
 
 from vifrules import ruleset
-from vifrules.errors import CommandFailed, HostNotReady
+from vifrules.compat import current_exception
+from vifrules.errors import CommandFailed, HostNotReady, StateError, VifRulesError
 from vifrules.render import Batch, SavedTable, parse_save, restore_text
 from vifrules.runner import Lock, locked, run, run_all
-from vifrules.state import StateDir
+from vifrules.state import HOST, StateDir
+
+CONTEXT_LINES = 5  # restore input lines logged on each side of a failing one
 
 
 class Engine(object):
-    def __init__(self, config, log=None):
+    def __init__(self, config, log=None, log_error=None):
         self.config = config
         self.state = StateDir(config.state_dir)
         self.log = log or (lambda message: None)
+        self.log_error = log_error or (lambda error: None)
 
     def families(self):
         return [f for f in ruleset.FAMILIES if self.config.enabled(f)]
@@ -27,30 +38,68 @@ class Engine(object):
 
     # ------------------------------------------------------------ running
 
-    def _restore(self, family, batches):
-        """One process per family: every table's commit in one input."""
-        self._restore_families([(family, batches)])
+    def _run(self, argv, stdin_text=None, check=True):
+        return run(argv, stdin_text, check, self.config.command_timeout)
 
     def _restore_families(self, changes, check=True):
         """[(family, batches)] -> one process per family, all at once (an
-        event waits for the slowest family, not for their sum). Returns the
-        families whose tool failed (with check, raises the first failure)."""
-        commands, families = [], []
+        event waits for the slowest family, not for their sum). Returns
+        {family: CommandFailed} for the families whose tool failed (with
+        check, raises the first)."""
+        commands, families, texts = [], [], []
         for family, batches in changes:
             batches = [b for b in batches if not b.is_empty()]
             if batches:
-                commands.append(([self.config.restore_tool(family), "--noflush"],
-                                 restore_text(batches)))
+                text = restore_text(batches)
+                commands.append(([self.config.restore_tool(family), "--noflush"], text))
                 families.append(family)
-        results = run_all(commands, check)
-        return [family for family, result in zip(families, results) if result[0] != 0]
+                texts.append(text)
+        results = run_all(commands, False, self.config.command_timeout)
+        failures = {}
+        for family, text, command, result in zip(families, texts, commands, results):
+            if result[0] != 0:
+                failures[family] = _restore_failure(command[0], text, result)
+        if check and failures:
+            raise failures[families[[f in failures for f in families].index(True)]]
+        return failures
+
+    def _save_families(self, families):
+        """{family: {table: SavedTable}}, one save process per family, all at
+        once; a family whose dump fails or is not a dump is left out, its
+        error in the second value."""
+        commands = [([self.config.save_tool(family)], None) for family in families]
+        results = run_all(commands, False, self.config.command_timeout)
+        saved, failures = {}, {}
+        for family, command, result in zip(families, commands, results):
+            status, out, err = result
+            try:
+                if status != 0:
+                    raise CommandFailed(" ".join(command[0]), str(status), err.strip()[-2000:])
+                saved[family] = _parse_dump(family, command[0], out)
+            except CommandFailed:
+                failures[family] = current_exception()
+        return saved, failures
 
     def _save(self, family):
-        """{table: SavedTable}; a table the dump leaves out reads as empty."""
-        tables = parse_save(run([self.config.save_tool(family)])[1])
-        for table in ruleset.TABLES[family]:
-            tables.setdefault(table, SavedTable())
-        return tables
+        saved, failures = self._save_families([family])
+        if failures:
+            raise failures[family]
+        return saved[family]
+
+    def _trusted(self, trusted=None):
+        """The uplinks to trust: as given, else as last put in force, else as
+        configured."""
+        if trusted is not None:
+            return trusted
+        recorded = self.state.read_trusted()
+        if recorded is not None:
+            return recorded
+        return self.config.trusted_interfaces
+
+    def _left_behind(self):
+        """Marks of operations that did not finish: the kernel may not match
+        the records for them."""
+        return self.state.pending()
 
     # ------------------------------------------------------------ one VIF
 
@@ -59,41 +108,67 @@ class Engine(object):
         return locked(self._lock(), self._apply_vif, vif, nic)
 
     def _apply_vif(self, vif, nic):
-        previous = self.state.read(vif.name)
-        members = _Members(self.state, vif)
+        left_behind = self._left_behind()
+        self.state.mark_pending(vif.name)  # fails before anything changed
+        try:
+            previous = self.state.read(vif.name)
+        except StateError:
+            self.log_error(current_exception())
+            previous, left_behind = None, left_behind + [vif.name]
         self.state.write(vif.name, nic)
         try:
-            try:
-                self._restore_families([
-                    (family, self._apply_batches(family, vif, nic, previous, members))
-                    for family in self.families()])
-            except CommandFailed:
-                # The base or a sibling chain is missing (a flush, a reboot
-                # without host-rules): rebuild the whole host once.
-                self.log("incremental apply of %s failed; reconciling the host" % vif)
-                self._reconcile(self.config.trusted_interfaces)
-        except Exception:
-            # Fail closed: the guest keeps no access rather than a half state.
-            self.state.remove(vif.name)
-            self._teardown_chains(vif, nic, best_effort=True)
+            if left_behind:
+                self.log("repairing after an unfinished operation on %s"
+                         % ", ".join(left_behind))
+                self._reconcile(self._trusted())
+            else:
+                try:
+                    self._restore_families([
+                        (family, self._apply_batches(family, vif, nic, previous))
+                        for family in self.families()])
+                except CommandFailed:
+                    # The base or a sibling chain is missing (a flush, a reboot
+                    # without host-rules): rebuild the whole host once.
+                    self.log("incremental apply of %s failed; reconciling the host" % vif)
+                    self._reconcile(self._trusted())
+        except VifRulesError:
+            self._fail_closed(vif)
             raise
+        self.state.clear_pending(left_behind + [vif.name])
         self.log("applied %s mac=%s ipv4=%s ipv6=%s (was %s)" % (
             vif, nic.mac, ",".join(nic.ipv4) or "-", ",".join(nic.ipv6) or "-",
             previous and "protected" or "new"))
         return {"vif": vif.name, "replaced": previous is not None}
 
-    def _apply_batches(self, family, vif, nic, previous, members):
-        """The change for one family. A VIF new to the family's dispatch gets
-        its chains created and its entries inserted (adding only); a VIF
+    def _fail_closed(self, vif):
+        """After a failed apply: the guest keeps no access rather than a half
+        state. Its record goes, then whatever the kernel holds of it; the
+        mark stays unless that worked, so the next operation finishes it."""
+        self.log("apply of %s failed: removing its rules (fail closed)" % vif)
+        try:
+            self.state.remove(vif.name)
+            self._remove_from_kernel(vif)
+        except VifRulesError:
+            error = current_exception()
+            self.log_error(error)
+            self.log("fail-closed teardown of %s did not finish (%s); the next "
+                     "operation or sync completes it" % (vif, error.code))
+            return
+        self.state.clear_pending([vif.name])
+
+    def _apply_batches(self, family, vif, nic, previous):
+        """The change for one family, computed from the records (they match
+        the kernel while no mark is left). A VIF new to the family's dispatch
+        gets its chains created and its entries inserted (adding only); a VIF
         already in it gets its chains and its dispatch path rewritten; one
         that leaves it (no more IPv6) is torn down there."""
         wanted = ruleset.wants_chains(family, nic)
         had = previous is not None and ruleset.wants_chains(family, previous)
         if not (wanted or had):
             return []
-        others = members[family]
+        others = self._members(family, vif)
         if not wanted:  # it had chains here and has none now
-            return self._teardown_batches(family, vif, others, others + [vif], True, None)
+            return self._teardown_batches(family, vif, others, others + [vif])
         batches = []
         for table in ruleset.TABLES[family]:
             batch = Batch(family, table)
@@ -110,53 +185,77 @@ class Engine(object):
             batches.append(batch)
         return batches
 
+    def _members(self, family, vif):
+        """The VIFs on record in family's dispatch, vif left out."""
+        if family == "ip6tables":
+            names = self.state.names_with_ipv6()
+        else:
+            names = self.state.names()
+        return [v for v in names if v.name != vif.name]
+
     def teardown_vif(self, vif):
         return locked(self._lock(), self._teardown_vif, vif)
 
     def _teardown_vif(self, vif):
-        known = self.state.read(vif.name)
-        self.state.remove(vif.name)
-        self._teardown_chains(vif, known, best_effort=False)
-        self.log("tore down %s%s" % (vif, (known is None and " (was not on record)") or ""))
-        return {"vif": vif.name, "was_protected": known is not None}
+        """Remove every rule of vif in every family, whatever the records
+        say; success only once the kernel holds nothing of it."""
+        left_behind = self._left_behind()
+        state_error = None
+        try:
+            self.state.mark_pending(vif.name)
+            known = self.state.read(vif.name) is not None
+        except StateError:
+            state_error = current_exception()
+            known = True  # unreadable: assume it was protected
+        try:
+            self.state.remove(vif.name)
+        except StateError:
+            state_error = current_exception()
+        if left_behind or state_error is not None:
+            self.log("repairing after an unfinished operation on %s"
+                     % ", ".join(left_behind or [vif.name]))
+            present = self._reconcile(self._trusted(), exclude=[vif.name])["present"]
+            present = vif.name in present
+        else:
+            present = self._remove_from_kernel(vif)
+        if state_error is not None:
+            raise state_error  # the rules are gone, but the record says otherwise
+        self.state.clear_pending(left_behind + [vif.name])
+        self.log("tore down %s%s" % (vif, ((known or present) and " ") or
+                                     " (was not on record)"))
+        return {"vif": vif.name, "was_protected": known or present}
 
-    def _teardown_chains(self, vif, known, best_effort):
-        """Remove vif from every family; known is its NicAddresses on record
-        (None: it was not), which says in which tries it is."""
-        members = _Members(self.state, vif)
-        plans = []
-        for family in self.families():
-            remaining = members[family]
-            was_member = known is not None and ruleset.wants_chains(family, known)
-            before = list(remaining)
-            if was_member:
-                before.append(vif)
-            plans.append((family, remaining, before, was_member))
-        failed = self._restore_families([
-            (family, self._teardown_batches(family, vif, remaining, before, was_member, None))
-            for family, remaining, before, was_member in plans], check=False)
-        for family, remaining, before, was_member in plans:
-            if family not in failed:
+    def _remove_from_kernel(self, vif):
+        """Delete what the kernel holds of vif in every family and rewrite its
+        dispatch path for the VIFs on record; True if it held anything. Every
+        family is tried; the first failure is raised after."""
+        families = self.families()
+        saved, failures = self._save_families(families)
+        changes, present = [], False
+        for family in families:
+            if family not in saved:
                 continue
-            # The record and the kernel disagree: delete what is there.
-            try:
-                self._restore(family, self._teardown_batches(
-                    family, vif, remaining, before, was_member, self._save(family)))
-            except CommandFailed:
-                if not best_effort:
-                    raise
+            others = self._members(family, vif)
+            batches = self._teardown_batches(family, vif, others, None, saved[family])
+            for batch in batches:
+                present = present or bool(batch.delete)
+            changes.append((family, batches))
+        failures.update(self._restore_families(changes, check=False))
+        for family in families:
+            if family in failures:
+                raise failures[family]
+        return present
 
-    def _teardown_batches(self, family, vif, remaining, before, was_member, saved):
-        """Rewrite vif's trie path for the remaining VIFs and delete the chains
-        that go: those the record says exist or, given saved, the kernel has."""
+    def _teardown_batches(self, family, vif, remaining, before, saved=None):
+        """Rewrite vif's trie path for the remaining VIFs and delete the
+        chains that go: given saved (the kernel's tables), those it holds;
+        else those the records say exist (before: the set with vif)."""
         batches = []
         for table in ruleset.TABLES[family]:
             batch = Batch(family, table)
             batch.chains, delete = ruleset.dispatch_path(family, table, vif, remaining)
             own = ruleset.vif_chain_names(family, table, vif.name)
             if saved is None:
-                if not was_member:
-                    continue  # nothing of vif is in this family's tables
                 absent_before = ruleset.dispatch_path(family, table, vif, before)[1]
                 delete = [name for name in delete if name not in absent_before]
                 delete.extend(own)
@@ -172,18 +271,62 @@ class Engine(object):
     # ------------------------------------------------------------ the host
 
     def setup_host(self, trusted=None):
-        """Default-drop host rules plus every VIF on record; idempotent."""
-        if trusted is None:
-            trusted = self.config.trusted_interfaces
+        """Default-drop host rules plus every VIF on record; idempotent.
+        trusted (None: as last put in force, else as configured) is recorded
+        and stays in force for later rebuilds."""
         return locked(self._lock(), self._setup_host, trusted)
 
-    def _setup_host(self, trusted):
-        self._set_sysctls()
-        result = self._reconcile(trusted)
+    def _setup_host(self, trusted, wanted=None):
+        trusted = self._trusted(trusted)
+        left_behind = self._left_behind()
+        self.state.mark_pending(HOST)
+        self.state.write_trusted(trusted)
+        # Fail closed: whatever fails, every family that can be set gets its
+        # default DROP, and the error names every part that failed.
+        failures = {}
         if self.config.enabled("arptables"):
-            self._setup_arptables(trusted)
+            # First, so that no ARP path is open while the rest is set.
+            try:
+                self._run([self.config.tool("arptables"), "-P", "FORWARD", "DROP"])
+            except VifRulesError:
+                failures["arptables"] = current_exception()
+        result = self._reconcile(trusted, wanted=wanted, check=False)
+        failures.update(result["failures"])
+        for family in result["failures"].keys():
+            self._drop_policies(family)
+        if self.config.enabled("arptables") and "arptables" not in failures:
+            try:
+                self._setup_arptables(trusted)
+            except VifRulesError:
+                failures["arptables"] = current_exception()
+        try:
+            self._set_sysctls()
+        except VifRulesError:
+            failures["sysctl"] = current_exception()
+        if failures:
+            names = list(failures.keys())
+            names.sort()
+            for name in names:
+                self.log_error(failures[name])
+            if len(names) == 1:
+                raise failures[names[0]]
+            raise CommandFailed("host rules: %s failed" % ", ".join(names), "1",
+                                "; ".join([failures[name].message() for name in names]))
+        self.state.clear_pending(left_behind + [HOST])
         self.log("host rules in force; trusted uplinks: %s" % (" ".join(trusted) or "none"))
         return result
+
+    def _drop_policies(self, family):
+        """A family whose full rebuild failed still gets its default DROP."""
+        batches = []
+        for table in ruleset.TABLES[family]:
+            batch = Batch(family, table)
+            batch.policies = ruleset.builtin_policies(family, table)
+            batches.append(batch)
+        try:
+            self._restore_families([(family, batches)])
+        except VifRulesError:
+            self.log_error(current_exception())
 
     def _set_sysctls(self):
         base = self.config.get("PROC_SYS")
@@ -192,32 +335,68 @@ class Engine(object):
             if not os.path.exists(path):
                 raise HostNotReady(path, "load the bridge module (modprobe bridge; "
                                    "br_netfilter on kernels from 3.18)")
-            handle = open(path, "w")
             try:
-                handle.write("1\n")
-            finally:
-                handle.close()
+                handle = open(path, "w")
+                try:
+                    handle.write("1\n")
+                finally:
+                    handle.close()
+            except IOError:
+                raise HostNotReady(path, "cannot be set: %s" % current_exception())
 
-    def _reconcile(self, trusted):
+    def _wanted(self, exclude=()):
+        """{name: (VifName, NicAddresses)} of the records; a record that
+        cannot be read is not wanted (its guest stays closed) and logged."""
+        wanted = {}
+        for vif in self.state.names():
+            if vif.name in exclude:
+                continue
+            try:
+                nic = self.state.read(vif.name)
+            except StateError:
+                self.log_error(current_exception())
+                continue
+            if nic is not None:
+                wanted[vif.name] = (vif, nic)
+        return wanted
+
+    def _reconcile(self, trusted, exclude=(), wanted=None, check=True):
         """Write the whole desired state in one batch per family; remove our
-        chains that are not desired (stale guests, old trie nodes)."""
-        vifs = self.state.names()
+        chains that are not desired (stale guests, old trie nodes, what a
+        dead operation left). Returns the report, the names whose chains the
+        kernel held before ('present') and, without check, the failures."""
+        if wanted is None:
+            wanted = self._wanted(exclude)
+        names = list(wanted.keys())
+        vifs = ruleset.sorted_vifs([wanted[name][0] for name in names])
         nics = {}
-        for vif in vifs:
-            nics[vif.name] = self.state.read(vif.name)
-        vifs = [v for v in vifs if nics[v.name] is not None]
-        report = {}
-        for family in self.families():
-            saved = self._save(family)
+        for name in names:
+            nics[name] = wanted[name][1]
+        families = self.families()
+        saved, failures = self._save_families(families)
+        report, changes, present = {}, [], {}
+        for family in families:
+            if family not in saved:
+                continue
             batches = []
             for table in ruleset.TABLES[family]:
-                batch = self._desired_table(family, table, trusted, vifs, nics, saved[table])
+                held = saved[family][table]
+                batch = self._desired_table(family, table, trusted, vifs, nics, held)
                 batches.append(batch)
                 report["%s/%s" % (family, table)] = {
                     "removed": batch.delete,
                     "hooked": ["%s->%s" % j for j in batch.insert_jumps]}
-            self._restore(family, batches)
-        return {"vifs": [v.name for v in vifs], "tables": report}
+                for chain in held.chains:
+                    if chain[:4] in ("VRF-", "VRT-"):
+                        present[chain[4:]] = 1
+            changes.append((family, batches))
+        failures.update(self._restore_families(changes, check=False))
+        if check and failures:
+            for family in families:
+                if family in failures:
+                    raise failures[family]
+        return {"vifs": [v.name for v in vifs], "tables": report,
+                "present": present, "failures": failures}
 
     def _desired_table(self, family, table, trusted, vifs, nics, saved):
         members = [v for v in vifs if ruleset.wants_chains(family, nics[v.name])]
@@ -234,36 +413,52 @@ class Engine(object):
         batch.delete.sort()
         batch.policies = ruleset.builtin_policies(family, table)
         for hook in ruleset.builtin_hooks(family, table):
-            if hook not in saved.jumps:
+            count = saved.jumps.count(hook)
+            if count == 0:
                 batch.insert_jumps.append(hook)
+            # A jump twice over (someone's restore, a garbled dump once) goes.
+            batch.remove_jumps.extend([hook] * (count - 1))
         return batch
 
     def _setup_arptables(self, trusted):
         tool = self.config.tool("arptables")
-        listing = run([tool, "-L", "-n"])[1]
+        listing = self._run([tool, "-L", "-n"])[1]
         present = {}
         for line in listing.splitlines():
             if line.startswith("Chain "):
                 present[line.split()[1]] = 1
         for name in (ruleset.BASE_FORWARD, ruleset.PORTS_OUT):
             if name not in present:
-                run([tool, "-N", name])
+                self._run([tool, "-N", name])
         for command in ruleset.arptables_commands(trusted):
-            run([tool] + list(command))
-        forward = run([tool, "-L", "FORWARD", "-n"])[1]
-        if ("-j " + ruleset.BASE_FORWARD) not in forward:
-            run([tool, "-I", "FORWARD", "1", "-j", ruleset.BASE_FORWARD])
+            self._run([tool] + list(command))
+        forward = _arptables_chain(self._run([tool, "-L", "-n"])[1], "FORWARD")
+        jumps = [rule for rule in forward if rule == "-j " + ruleset.BASE_FORWARD]
+        if not jumps:
+            self._run([tool, "-I", "FORWARD", "1", "-j", ruleset.BASE_FORWARD])
+        for extra in jumps[1:]:
+            self._run([tool, "-D", "FORWARD", "-j", ruleset.BASE_FORWARD])
 
-    def _arptables_missing(self):
-        status, listing = run([self.config.tool("arptables"), "-L", "FORWARD", "-n"],
-                              check=False)[:2]
+    def _arptables_missing(self, trusted):
+        status, listing = self._run([self.config.tool("arptables"), "-L", "-n"],
+                                    check=False)[:2]
         if status != 0:
-            return ["arptables: cannot read the FORWARD chain"]
+            return ["arptables: cannot read the tables"]
         missing = []
-        if "(policy DROP" not in listing.split("\n")[0]:
+        if "Chain FORWARD (policy DROP" not in listing:
             missing.append("arptables: FORWARD policy is not DROP")
-        if ("-j " + ruleset.BASE_FORWARD) not in listing:
+        if "-j " + ruleset.BASE_FORWARD not in _arptables_chain(listing, "FORWARD"):
             missing.append("arptables: no jump FORWARD -> " + ruleset.BASE_FORWARD)
+        wanted = {}
+        for command in ruleset.arptables_commands(trusted):
+            if command[0] == "-A":
+                wanted.setdefault(command[1], []).append(command[2:])
+        for chain, rules in wanted.items():
+            held = [rule.split() for rule in _arptables_chain(listing, chain)]
+            for rule in rules:
+                words = list(rule)
+                if not [h for h in held if _same_words(h, words)]:
+                    missing.append("arptables: %s lacks '%s'" % (chain, " ".join(words)))
         return missing
 
     def stop_host(self):
@@ -271,29 +466,41 @@ class Engine(object):
         return locked(self._lock(), self._stop_host)
 
     def _stop_host(self):
-        for family in self.families():
-            saved = self._save(family)
+        self.state.mark_pending(HOST)
+        families = self.families()
+        saved, failures = self._save_families(families)
+        changes = []
+        for family in families:
+            if family not in saved:
+                continue
             batches = []
             for table in ruleset.TABLES[family]:
+                held = saved[family][table]
                 batch = Batch(family, table)
                 for builtin in ruleset.builtin_policies(family, table):
                     batch.policies[builtin] = "ACCEPT"
-                batch.remove_jumps = [j for j in saved[table].jumps
+                batch.remove_jumps = [j for j in held.jumps
                                       if ruleset.is_our_chain(j[1])
                                       and not ruleset.is_our_chain(j[0])]
-                batch.delete = [n for n in saved[table].chains if ruleset.is_our_chain(n)]
+                batch.delete = [n for n in held.chains if ruleset.is_our_chain(n)]
                 batch.delete.sort()
                 batches.append(batch)
-            self._restore(family, batches)
+            changes.append((family, batches))
+        failures.update(self._restore_families(changes, check=False))
         if self.config.enabled("arptables"):
             tool = self.config.tool("arptables")
-            run([tool, "-P", "FORWARD", "ACCEPT"])
-            while run([tool, "-D", "FORWARD", "-j", ruleset.BASE_FORWARD], check=False)[0] == 0:
+            self._run([tool, "-P", "FORWARD", "ACCEPT"])
+            while self._run([tool, "-D", "FORWARD", "-j", ruleset.BASE_FORWARD],
+                            check=False)[0] == 0:
                 pass
             for name in (ruleset.BASE_FORWARD, ruleset.PORTS_OUT):
-                run([tool, "-F", name], check=False)
+                self._run([tool, "-F", name], check=False)
             for name in (ruleset.BASE_FORWARD, ruleset.PORTS_OUT):
-                run([tool, "-X", name], check=False)
+                self._run([tool, "-X", name], check=False)
+        for family in families:
+            if family in failures:
+                raise failures[family]
+        self.state.clear_pending([HOST])
         self.log("host rules removed: the forward path is OPEN")
 
     # ------------------------------------------------------------ reconciling
@@ -306,34 +513,47 @@ class Engine(object):
         removed; a running VIF without new data keeps the data on record, or
         stays closed if there is none. One batch per family rebuilds all.
         """
-        if trusted is None:
-            trusted = self.config.trusted_interfaces
         return locked(self._lock(), self._sync, running, trusted)
 
     def _sync(self, running, trusted):
-        removed = []
-        for vif in self.state.names():
-            if vif.name not in running:
-                self.state.remove(vif.name)
-                removed.append(vif.name)
-        applied, unchanged, without_data = [], [], []
+        self.state.mark_pending(HOST)
+        on_record = self._wanted()
+        removed = [name for name in on_record.keys() if name not in running]
+        removed.sort()
+        wanted, applied, unchanged, without_data = {}, [], [], []
         names = list(running.keys())
         names.sort()
         for name in names:
             vif, nic = running[name]
-            known = self.state.read(name)
+            known = on_record.get(name)
             if nic is None:
                 if known is None:
                     without_data.append(name)
                 else:
                     unchanged.append(name)
+                    wanted[name] = known
                 continue
-            if known == nic:
+            wanted[name] = (vif, nic)
+            if known is not None and known[1] == nic:
                 unchanged.append(name)
             else:
-                self.state.write(name, nic)
                 applied.append(name)
-        result = self._setup_host(trusted)
+        # The kernel follows what is wanted even if a record cannot be
+        # written: a VIF that no longer runs loses its rules in any case.
+        state_errors = []
+        for name in removed:
+            try:
+                self.state.remove(name)
+            except StateError:
+                state_errors.append(current_exception())
+        for name in applied:
+            try:
+                self.state.write(name, wanted[name][1])
+            except StateError:
+                state_errors.append(current_exception())
+        result = self._setup_host(trusted, wanted)
+        if state_errors:
+            raise state_errors[0]
         removed_chains = []
         for report in result["tables"].values():
             removed_chains.extend(report["removed"])
@@ -347,29 +567,60 @@ class Engine(object):
     # ------------------------------------------------------------ reporting
 
     def status(self):
-        """What is in force: the host's verdict ('protected'), what is missing,
-        and each VIF on record with its addresses and drop counters. One
-        'save -c' per family, whatever the number of VIFs."""
+        """What is in force, read from the kernel under the lock (a bounded
+        wait): the host's verdict ('protected'), what is missing, the trusted
+        uplinks in force, and each VIF on record with its addresses and drop
+        counters. One 'save -c' per family, whatever the number of VIFs."""
+        return locked(self._lock(), self._status)
+
+    def _status(self):
         missing = []
-        dumps = {}
+        for name in self._left_behind():
+            missing.append("%s: an operation did not finish; the next operation "
+                           "or sync completes it" % name)
         nics = []
         for vif in ruleset.sorted_vifs(self.state.names()):
-            nic = self.state.read(vif.name)
+            try:
+                nic = self.state.read(vif.name)
+            except StateError:
+                missing.append("%s: %s" % (vif.name, current_exception().message()))
+                continue
             if nic is not None:
                 nics.append((vif, nic))
-        for family in self.families():
-            status, text = run([self.config.save_tool(family), "-c"], check=False)[:2]
-            if status != 0:
+        try:
+            recorded = self.state.read_trusted()
+        except StateError:
+            missing.append(current_exception().message())
+            recorded = None
+        dumps, trusted = {}, None
+        families = self.families()
+        commands = [([self.config.save_tool(family), "-c"], None) for family in families]
+        results = run_all(commands, False, self.config.command_timeout)
+        for family, command, result in zip(families, commands, results):
+            try:
+                if result[0] != 0:
+                    raise CommandFailed(" ".join(command[0]), str(result[0]), result[2])
+                saved = _parse_dump(family, command[0], result[1])
+            except CommandFailed:
                 missing.append("%s: cannot read the tables" % family)
                 continue
-            dumps[family] = text
-            saved = parse_save(text)
+            dumps[family] = result[1]
             members = [vif for vif, nic in nics if ruleset.wants_chains(family, nic)]
             for table in ruleset.TABLES[family]:
-                missing.extend(self._table_missing(family, table,
-                                                   saved.get(table, SavedTable()), members))
+                missing.extend(self._table_missing(family, table, saved[table], members))
+            in_force = _trusted_in_force(saved, family)
+            if trusted is None:
+                trusted = in_force
+            elif in_force != trusted:
+                missing.append("%s: trusted uplinks %s differ from %s" % (
+                    family, " ".join(in_force) or "none", " ".join(trusted) or "none"))
+        if trusted is None:
+            trusted = recorded or []
+        if recorded is not None and trusted != recorded:
+            missing.append("trusted uplinks in force (%s) are not those recorded (%s)" % (
+                " ".join(trusted) or "none", " ".join(recorded) or "none"))
         if self.config.enabled("arptables"):
-            missing.extend(self._arptables_missing())
+            missing.extend(self._arptables_missing(trusted))
         base = self.config.get("PROC_SYS")
         for name in ruleset.host_sysctls():
             value = _read_first_line(os.path.join(base, name))
@@ -382,7 +633,7 @@ class Engine(object):
             entry["dropped"] = _drop_counters(dumps, vif.name)
             vifs.append(entry)
         return {"protected": not missing, "missing": missing,
-                "trusted": self.config.trusted_interfaces, "vifs": vifs}
+                "trusted": trusted, "vifs": vifs}
 
     def _table_missing(self, family, table, saved, members):
         missing = []
@@ -394,12 +645,100 @@ class Engine(object):
         for hook in ruleset.builtin_hooks(family, table):
             if hook not in saved.jumps:
                 missing.append("%s/%s: no jump %s -> %s" % (family, table, hook[0], hook[1]))
+        for chain in ruleset.host_chains(family, table, []):
+            if chain.name not in saved.chains:
+                missing.append("%s/%s: chain %s is missing" % (family, table, chain.name))
         for vif in members:
             for name in ruleset.vif_chain_names(family, table, vif.name):
                 if name not in saved.chains:
                     missing.append("%s/%s: %s is on record but chain %s is gone"
                                    % (family, table, vif, name))
+                elif name not in saved.targets:
+                    missing.append("%s/%s: %s is on record but nothing jumps to %s"
+                                   % (family, table, vif, name))
         return missing
+
+
+def _parse_dump(family, argv, text):
+    """{table: SavedTable} of a save tool's output; a table it leaves out
+    reads as empty. Output that is not a dump is a CommandFailed: acting on
+    it would duplicate or drop rules."""
+    tables = parse_save(text)
+    if tables is None:
+        raise CommandFailed(" ".join(argv), "0", "output is not a %s dump: %s" % (
+            family, text.strip()[:200]))
+    for table in ruleset.TABLES[family]:
+        tables.setdefault(table, SavedTable())
+    return tables
+
+
+def _restore_failure(argv, text, result):
+    """The CommandFailed of a restore run, with the input lines around the
+    one the tool names (context), as Neutron's _log_restore_err logs them."""
+    status, out, err = result
+    error = CommandFailed(" ".join(argv), str(status), err.strip()[-2000:])
+    lines = text.split("\n")
+    failing = _failing_line(err)
+    if failing is None:
+        window = range(0, min(len(lines), 2 * CONTEXT_LINES + 1))
+    else:
+        window = range(max(0, failing - 1 - CONTEXT_LINES),
+                       min(len(lines), failing + CONTEXT_LINES))
+    error.context = []
+    for index in window:
+        mark = (failing == index + 1 and ">") or " "
+        error.context.append("%s%5d %s" % (mark, index + 1, lines[index]))
+    return error
+
+
+def _failing_line(err):
+    """The input line a restore tool reports failing ('line 7 failed',
+    'line 7: ...', 'Error occurred at line: 7'), or None."""
+    words = err.replace(":", " ").split()
+    for index in range(len(words) - 1):
+        if words[index] == "line" and words[index + 1].isdigit():
+            return int(words[index + 1])
+    return None
+
+
+def _trusted_in_force(saved, family):
+    """The uplinks the kernel's port check lets through (beyond guest ports)."""
+    table = ruleset.TABLES[family][0]
+    guest_ports = [kind + "+" for kind in ruleset.KINDS]
+    trusted = []
+    for rule in saved[table].rules.get(ruleset.PORTS_IN, []):
+        words = rule.split()
+        for flag in ("-i", "--physdev-in"):
+            if flag in words and words.index(flag) + 1 < len(words):
+                port = words[words.index(flag) + 1]
+                if port not in guest_ports and port not in trusted:
+                    trusted.append(port)
+    return trusted
+
+
+def _arptables_chain(listing, chain):
+    """The rules of one chain in an 'arptables -L -n' listing."""
+    rules, inside = [], False
+    for line in listing.splitlines():
+        if line.startswith("Chain "):
+            inside = line.split()[1] == chain
+        elif inside and line.strip():
+            rules.append(line.strip())
+    return rules
+
+
+def _same_words(held, wanted):
+    """An arptables listing rule holds the same options as a command (order
+    and spelling of the listing differ: '-j X -i vif+')."""
+    pairs = []
+    for words in (held, wanted):
+        options = {}
+        index = 0
+        while index + 1 < len(words):
+            options[words[index]] = words[index + 1]
+            index += 2
+        pairs.append(options)
+    return pairs[0] == pairs[1]
 
 
 def _drop_counters(dumps, vif_name):
@@ -444,22 +783,3 @@ def _read_first_line(path):
         return handle.readline().strip()
     finally:
         handle.close()
-
-
-class _Members(object):
-    """family -> the VIFs on record in that family's dispatch, vif left out;
-    each list read from the state directory once, when first needed."""
-
-    def __init__(self, state, vif):
-        self.state = state
-        self.vif = vif
-        self.lists = {}
-
-    def __getitem__(self, family):
-        if family == "ip6tables":
-            which, read = "ipv6", self.state.names_with_ipv6
-        else:
-            which, read = "all", self.state.names
-        if which not in self.lists:
-            self.lists[which] = [v for v in read() if v.name != self.vif.name]
-        return self.lists[which]

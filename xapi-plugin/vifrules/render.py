@@ -86,26 +86,44 @@ class SavedTable(object):
     def __init__(self):
         self.chains = {}  # name -> policy ('-' for iptables user chains)
         self.jumps = []  # (chain, target) of rules that are only '-j TARGET'
+        self.rules = {}  # chain -> [rule text after '-A CHAIN ']
+        self.targets = {}  # chain names some rule jumps or goes to
+
+
+_DUMP_STARTS = ("*", ":", "-A ", "COMMIT", "#")
 
 
 def parse_save(text):
-    """A '<tool>-save' dump (with or without -c) -> {table: SavedTable}."""
+    """A '<tool>-save' dump (with or without -c) -> {table: SavedTable}, or
+    None when the text is not a dump (a tool that printed something else)."""
     tables = {}
     table = None
     for line in text.splitlines():
         line = line.strip()
+        if not line:
+            continue
         if line.startswith("[") and "] " in line:
             line = line[line.index("] ") + 2:]  # a '-c' counter prefix
+        if not line.startswith(_DUMP_STARTS):
+            return None
         if line.startswith("*"):
             table = tables.setdefault(line[1:], SavedTable())
             continue
         if table is None:
-            continue
+            if line.startswith("#"):
+                continue
+            return None
         if line.startswith(":"):
             parts = line[1:].split()
             table.chains[parts[0]] = (len(parts) > 1 and parts[1]) or "-"
         elif line.startswith("-A "):
             parts = line.split()
+            if len(parts) < 2:
+                return None
+            table.rules.setdefault(parts[1], []).append(" ".join(parts[2:]))
             if len(parts) == 4 and parts[2] == "-j":
                 table.jumps.append((parts[1], parts[3]))
+            for index in range(2, len(parts) - 1):
+                if parts[index] in ("-j", "-g", "--goto", "--jump"):
+                    table.targets[parts[index + 1]] = 1
     return tables

@@ -3,16 +3,22 @@
 Commands start with fork and exec rather than the subprocess module, whose
 import alone costs a vif event more than a batch tool run; several can run
 at once (one per netfilter family).
+
+No command of ours may commit after its caller's lock is gone: every child
+inherits the lock's descriptor, so a caller killed mid-commit leaves the
+lock held until its children end, and every child carries an alarm, so it
+ends by itself even when no caller is left to kill it.
 """
 
 import errno
 import fcntl
 import os
 import select
+import signal
 import time
 
 from vifrules.compat import PY3, current_exception, to_bytes, to_text
-from vifrules.errors import CommandFailed, LockTimeout
+from vifrules.errors import CommandFailed, CommandTimeout, LockTimeout
 
 # udev and init scripts may start us with a bare PATH; the tools live in sbin.
 SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -20,6 +26,13 @@ STDERR_LIMIT = 2000
 MAX_FD = 1024
 EXEC_FAILED = 127
 _CHUNK = 65536
+DEFAULT_TIMEOUT = 30.0
+# A child outlives its caller's own deadline by this much before its alarm
+# ends it: normally the caller kills it first and says why.
+ALARM_GRACE = 5
+
+# Descriptors every child keeps open across exec: the lock while it is held.
+_inherited = []
 
 
 def _environment():
@@ -33,6 +46,15 @@ def _environment():
 def _set_cloexec(fd):
     flags = fcntl.fcntl(fd, fcntl.F_GETFD)
     fcntl.fcntl(fd, fcntl.F_SETFD, flags | fcntl.FD_CLOEXEC)
+
+
+def _close_except(keep):
+    """Close every descriptor from 3 up but those in keep."""
+    low = 3
+    for fd in sorted(keep) + [MAX_FD]:
+        if fd >= low:
+            _close_range(low, fd)
+            low = fd + 1
 
 
 def _close_range(low, high):
@@ -69,12 +91,13 @@ def _find(command, env):
 class Process(object):
     """A started command: its pid, pipes, and what it has said so far."""
 
-    def __init__(self, argv, stdin_text):
+    def __init__(self, argv, stdin_text, timeout):
         self.argv = argv
         self.data = to_bytes(stdin_text or "")
         self.out, self.err = [], []
         self.status = None
         self.exec_error = None
+        self.timed_out = False
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -91,8 +114,11 @@ class Process(object):
                 _into(out_w, 1)
                 _into(err_w, 2)
                 if not PY3:  # files Python 2 opened are inherited by default
-                    _close_range(3, report_w)
-                    _close_range(report_w + 1, MAX_FD)
+                    _close_except([report_w] + _inherited)
+                for fd in _inherited:
+                    _into(fd, fd)
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                signal.alarm(int(timeout) + ALARM_GRACE)  # kept across exec
                 os.execve(path, argv, env)
             except BaseExceptionShim:
                 try:
@@ -165,8 +191,9 @@ def _errno(error):
     return number
 
 
-def _communicate(processes):
-    """Feed every stdin and drain every stdout and stderr at once."""
+def _communicate(processes, deadline):
+    """Feed every stdin and drain every stdout and stderr at once, until
+    every pipe is closed or the deadline passes (then False)."""
     while 1:
         readers, writers = [], []
         owner = {}
@@ -178,8 +205,11 @@ def _communicate(processes):
                 else:
                     readers.append(fd)
         if not owner:
-            return
-        ready_r, ready_w = _retry(select.select, readers, writers, [])[:2]
+            return True
+        left = deadline - time.time()
+        if left <= 0:
+            return False
+        ready_r, ready_w = _retry(select.select, readers, writers, [], left)[:2]
         for fd in ready_w:
             process = owner[fd][0]
             try:
@@ -200,14 +230,24 @@ def _communicate(processes):
                 process._close(fd)
 
 
-def _finish(process):
+def _finish(process, deadline):
+    """Reap process; one still running at the deadline is killed and marked."""
     if process.report is not None:
         os.close(process.report)
         process.report = None
     for fd in list(process.fds.keys()):  # after an error: let the tool end
         process._close(fd)
-    if process.status is None:
-        status = _retry(os.waitpid, process.pid, 0)[1]
+    pause = 0.0001  # a tool that closed its pipes is about to exit: look again soon
+    while process.status is None:
+        pid, status = _retry(os.waitpid, process.pid, os.WNOHANG)
+        if pid == 0:
+            if time.time() < deadline:
+                time.sleep(pause)
+                pause = min(pause * 2, 0.01)
+                continue
+            process.timed_out = True
+            os.kill(process.pid, signal.SIGKILL)
+            status = _retry(os.waitpid, process.pid, 0)[1]
         if os.WIFEXITED(status):
             process.status = os.WEXITSTATUS(status)
         else:
@@ -218,31 +258,35 @@ def _finish(process):
     return process.status, out, err
 
 
-def run_all(commands, check=True):
+def run_all(commands, check=True, timeout=DEFAULT_TIMEOUT):
     """Run (argv, stdin text or None) pairs at the same time; return their
     (status, stdout, stderr) in order. With check, the first that failed
-    raises CommandFailed, after every one has ended. A command that could
-    not be started counts as failed with status 127."""
+    raises CommandFailed (CommandTimeout if it ran out of time), after every
+    one has ended. A command that could not be started counts as failed
+    with status 127; one killed at the deadline, with 137."""
     processes = []
+    deadline = time.time() + timeout
     try:
         for argv, stdin_text in commands:
-            processes.append(Process([str(a) for a in argv], stdin_text))
+            processes.append(Process([str(a) for a in argv], stdin_text, timeout))
         for process in processes:
             process.confirm()
-        _communicate(processes)
+        _communicate(processes, deadline)
     finally:
-        results = [_finish(process) for process in processes]
+        results = [_finish(process, deadline) for process in processes]
     if check:
         for process, (status, out, err) in zip(processes, results):
+            if process.timed_out:
+                raise CommandTimeout(" ".join(process.argv), "%g" % timeout)
             if status != 0:
                 raise CommandFailed(" ".join(process.argv), str(status),
                                     err.strip()[-STDERR_LIMIT:])
     return results
 
 
-def run(argv, stdin_text=None, check=True):
+def run(argv, stdin_text=None, check=True, timeout=DEFAULT_TIMEOUT):
     """Run argv; return (status, stdout, stderr) as text."""
-    return run_all([(argv, stdin_text)], check)[0]
+    return run_all([(argv, stdin_text)], check, timeout)[0]
 
 
 class Lock(object):
@@ -263,6 +307,7 @@ class Lock(object):
         while 1:
             try:
                 fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _inherited.append(self.handle.fileno())
                 return
             except IOError:
                 if time.time() >= deadline:
@@ -272,8 +317,12 @@ class Lock(object):
                 time.sleep(0.02)
 
     def release(self):
+        # Closing, not LOCK_UN: a child still holding the descriptor keeps
+        # the lock until it ends (LOCK_UN would free it for everyone).
         if self.handle is not None:
-            fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
+            fd = self.handle.fileno()
+            if fd in _inherited:
+                _inherited.remove(fd)
             self.handle.close()
             self.handle = None
 

@@ -1,18 +1,40 @@
-"""What vif-rules has applied: one small JSON file per protected VIF.
+"""What vif-rules wants in force: one small JSON file per protected VIF.
 
-The files let status and sync report and re-protect guests after a flush,
-and give the set of VIFs the dispatch trie is built from. Teardown only
-deletes a file, so it never needs the guest's data.
+Two sources of truth, kept apart (as Calico's felix keeps desired and
+actual dataplane state apart):
+- what is WANTED is this directory: a record per VIF (its MAC and
+  addresses) and the host's trusted uplinks;
+- what is IN FORCE is the kernel: status reads it, teardown removes what the
+  kernel holds of a VIF by its name alone, a reconcile compares the two.
+
+A marker in pending/ says that an operation on a VIF (or on the host) began
+and has not been confirmed: the kernel may hold the state before it, after
+it, or a mix per family. Whoever takes the lock next and finds a marker
+rebuilds the host from the records (a redo), so any interruption converges.
+While no marker is left, the records match the kernel and an event may
+compute its incremental change from them.
+
+Every failure to read or write here is a StateError: it never turns into a
+reported success.
 """
 
+import errno
 import os
 
 from vifrules.addresses import VifName, nic_from_state
 from vifrules import jsontext
-from vifrules.errors import InvalidArgument
+from vifrules.compat import current_exception
+from vifrules.errors import InvalidArgument, StateError
 
 SUFFIX = ".json"
 IPV6_MEMBERS = "ipv6"  # a marker file per VIF with IPv6: the ip6tables trie's set
+PENDING = "pending"
+HOST = "host"  # the pending marker of host-wide operations (not a VIF name)
+HOST_RECORD = "trusted-uplinks"  # not a VIF record: no .json suffix
+
+
+def _describe(error):
+    return getattr(error, "strerror", None) or str(error)
 
 
 class StateDir(object):
@@ -21,6 +43,8 @@ class StateDir(object):
 
     def _file(self, vif_name):
         return os.path.join(self.path, vif_name + SUFFIX)
+
+    # ------------------------------------------------------------ records
 
     def names(self):
         """VifName of every VIF on record (files that are not ours are ignored)."""
@@ -31,54 +55,139 @@ class StateDir(object):
         return _vif_names(os.path.join(self.path, IPV6_MEMBERS), "")
 
     def read(self, vif_name):
-        """The NicAddresses on record for vif_name, or None."""
+        """The NicAddresses on record for vif_name, or None when there is
+        none; StateError when the record cannot be read or is corrupt."""
+        path = self._file(vif_name)
         try:
-            handle = open(self._file(vif_name))
+            handle = open(path)
         except IOError:
-            return None
+            if _errno() == errno.ENOENT:
+                return None
+            raise StateError(path, "cannot read: " + _describe(current_exception()))
         try:
             try:
-                return nic_from_state(jsontext.loads(handle.read()))
-            except (ValueError, InvalidArgument):
-                return None
+                text = handle.read()
+            except IOError:
+                raise StateError(path, "cannot read: " + _describe(current_exception()))
         finally:
             handle.close()
+        try:
+            return nic_from_state(jsontext.loads(text))
+        except (ValueError, InvalidArgument):
+            raise StateError(path, "corrupt record (%d bytes)" % len(text))
 
     def write(self, vif_name, nic):
-        if not os.path.isdir(self.path):
-            os.makedirs(self.path)
-        temporary = self._file(vif_name) + ".tmp"
-        handle = open(temporary, "w")
-        try:
-            handle.write(jsontext.dumps(nic.to_dict()))
-        finally:
-            handle.close()
-        os.rename(temporary, self._file(vif_name))
+        self._write_file(self._file(vif_name), jsontext.dumps(nic.to_dict()))
         marker = os.path.join(self.path, IPV6_MEMBERS, vif_name)
         if nic.ipv6:
-            if not os.path.isdir(os.path.dirname(marker)):
-                os.makedirs(os.path.dirname(marker))
-            open(marker, "w").close()
+            self._touch(marker)
         else:
-            _unlink(marker)
+            self._unlink(marker)
 
     def remove(self, vif_name):
-        _unlink(os.path.join(self.path, IPV6_MEMBERS, vif_name))
-        _unlink(self._file(vif_name))
+        self._unlink(os.path.join(self.path, IPV6_MEMBERS, vif_name))
+        self._unlink(self._file(vif_name))
+
+    # ------------------------------------------------------------ the host
+
+    def read_trusted(self):
+        """The trusted uplinks last put in force (a list), or None."""
+        path = os.path.join(self.path, HOST_RECORD)
+        try:
+            handle = open(path)
+        except IOError:
+            if _errno() == errno.ENOENT:
+                return None
+            raise StateError(path, "cannot read: " + _describe(current_exception()))
+        try:
+            text = handle.read()
+        finally:
+            handle.close()
+        try:
+            data = jsontext.loads(text)
+            trusted = data["trusted"]
+            if not isinstance(trusted, list):
+                raise ValueError("trusted is not a list")
+            return [str(name) for name in trusted]
+        except (ValueError, KeyError, TypeError):
+            raise StateError(path, "corrupt record (%d bytes)" % len(text))
+
+    def write_trusted(self, trusted):
+        self._write_file(os.path.join(self.path, HOST_RECORD),
+                         jsontext.dumps({"trusted": list(trusted)}))
+
+    # ------------------------------------------------------------ markers
+
+    def mark_pending(self, name):
+        """name (a VIF's, or HOST) is about to change in the kernel."""
+        self._touch(os.path.join(self.path, PENDING, name))
+
+    def clear_pending(self, names):
+        for name in names:
+            self._unlink(os.path.join(self.path, PENDING, name))
+
+    def pending(self):
+        """Names whose last operation was not confirmed."""
+        try:
+            return os.listdir(os.path.join(self.path, PENDING))
+        except OSError:
+            if _errno() == errno.ENOENT:
+                return []
+            raise StateError(os.path.join(self.path, PENDING),
+                             "cannot list: " + _describe(current_exception()))
+
+    # ------------------------------------------------------------ files
+
+    def _write_file(self, path, text):
+        temporary = path + ".tmp"
+        try:
+            _makedirs(os.path.dirname(path))
+            handle = open(temporary, "w")
+            try:
+                handle.write(text)
+                handle.flush()
+            finally:
+                handle.close()
+            os.rename(temporary, path)
+        except (IOError, OSError):
+            error = current_exception()
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+            raise StateError(path, "cannot write: " + _describe(error))
+
+    def _touch(self, path):
+        try:
+            _makedirs(os.path.dirname(path))
+            open(path, "w").close()
+        except (IOError, OSError):
+            raise StateError(path, "cannot write: " + _describe(current_exception()))
+
+    def _unlink(self, path):
+        try:
+            os.unlink(path)
+        except OSError:
+            if _errno() != errno.ENOENT:
+                raise StateError(path, "cannot remove: " + _describe(current_exception()))
 
 
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
+def _errno():
+    return getattr(current_exception(), "errno", None)
+
+
+def _makedirs(directory):
+    if not os.path.isdir(directory):
+        os.makedirs(directory)
 
 
 def _vif_names(directory, suffix):
     try:
         entries = os.listdir(directory)
     except OSError:
-        return []
+        if _errno() == errno.ENOENT:
+            return []
+        raise StateError(directory, "cannot list: " + _describe(current_exception()))
     result = []
     for entry in entries:
         if not entry.endswith(suffix):
