@@ -468,13 +468,15 @@ def test_handshake_can_be_skipped(pool):
 # ------------------------------------------------------------ error mapping
 
 PLUGIN_CODES = [
-    ("VIF_RULES_INVALID_ARGUMENT", ["vif", "vif5.0; rm", "bad name"], vrc.InvalidArgument, 4),
-    ("VIF_RULES_NO_NETWORK_DATA", ["vif9.0", "no data"], vrc.NoNetworkData, 5),
-    ("VIF_RULES_HOST_NOT_READY", ["br_netfilter", "modprobe br_netfilter"], vrc.HostNotReady, 6),
-    ("VIF_RULES_COMMAND_FAILED", ["ebtables-restore", "1", "oops"], vrc.CommandFailed, 7),
-    ("VIF_RULES_LOCK_TIMEOUT", ["/var/lock/vif-rules", "30"], vrc.LockTimeout, 8),
-    ("VIF_RULES_BAD_CONFIG", ["/etc/vif-rules.conf", "3", "bad line"], vrc.BadConfig, 9),
-    ("VIF_RULES_XAPI_ERROR", ["VM.get_record", "HANDLE_INVALID"], vrc.XapiError, 10),
+    ("VIF_RULES_INVALID_ARGUMENT", ["vif", "vif5.0; rm", "bad name"], vrc.InvalidArgument, 2),
+    ("VIF_RULES_NO_NETWORK_DATA", ["vif9.0", "no data"], vrc.NoNetworkData, 3),
+    ("VIF_RULES_HOST_NOT_READY", ["br_netfilter", "modprobe br_netfilter"], vrc.HostNotReady, 4),
+    ("VIF_RULES_COMMAND_FAILED", ["ebtables-restore", "1", "oops"], vrc.CommandFailed, 5),
+    ("VIF_RULES_LOCK_TIMEOUT", ["/var/lock/vif-rules", "30"], vrc.LockTimeout, 6),
+    ("VIF_RULES_BAD_CONFIG", ["/etc/vif-rules.conf", "3", "bad line"], vrc.BadConfig, 7),
+    ("VIF_RULES_XAPI_ERROR", ["VM.get_record", "HANDLE_INVALID"], vrc.XapiError, 8),
+    ("VIF_RULES_STATE_ERROR", ["/var/run/vif-rules", "read-only"], vrc.StateError, 9),
+    ("VIF_RULES_COMMAND_TIMEOUT", ["ebtables-restore", "30"], vrc.CommandTimeout, 10),
 ]
 
 
@@ -494,16 +496,52 @@ def test_each_plugin_code_maps_to_its_exception(pool, client, code, params, cls,
         assert err.param(name) == value
 
 
-def test_the_real_plugins_codes_all_have_a_class():
+def _dom0_errors():
     sys.path.insert(0, os.path.join(TOP, "xapi-plugin"))
     try:
-        from vifrules import plugin
+        from vifrules import errors, plugin
     finally:
         sys.path.remove(os.path.join(TOP, "xapi-plugin"))
+    return errors, plugin
+
+
+def test_the_real_plugins_codes_all_have_a_class():
+    errors, plugin = _dom0_errors()
     for code in plugin.ERROR_CODES:
         cls = vrc_errors.FAILURE_CLASSES[code]
         assert cls is not vrc.PluginCrashed and cls.code == code
     assert set(c for c, _, _, _ in PLUGIN_CODES) == set(plugin.ERROR_CODES)
+
+
+def test_client_classes_are_made_from_the_plugins_table():
+    """Not a copy kept in step: the client's module is the plugin's errors.py,
+    and each class's code, exit status and param names are its row's."""
+    errors, _ = _dom0_errors()
+    with open(errors.__file__.replace(".pyc", ".py"), "rb") as dom0:
+        with open(vrc_errors.plugin_errors.__file__, "rb") as shipped:
+            assert dom0.read() == shipped.read()
+    for kind in errors.KINDS:
+        cls = vrc_errors.FAILURE_CLASSES[kind.code]
+        assert (cls.code, cls.exit_code, cls.param_names) == (
+            kind.code, kind.exit_status, kind.param_names)
+    assert vrc.InternalError.exit_code == 1
+
+
+def test_hook_and_client_exit_with_one_status_per_error(pool, tmp_path):
+    """The same error, from the vif hook and through the client's command
+    line, ends in the same exit status (invalid argument and bad config)."""
+    conf = tmp_path / "vif-rules.conf"
+    conf.write_text("LOCK_TIMEOUT=soon\n")
+    hook = os.path.join(TOP, "xapi-plugin", "vif_rules.py")
+    env = dict(os.environ, VIF_RULES_CONF=str(conf))
+    for args, code in ((["online", "vif5.x"], "VIF_RULES_INVALID_ARGUMENT"),
+                       (["offline", "vif5.0"], "VIF_RULES_BAD_CONFIG")):
+        r = subprocess.run([sys.executable, hook] + args, capture_output=True, text=True,
+                           env=env, timeout=60)
+        assert code in r.stderr, r.stderr
+        pool.set_state("host2", fail={"apply_vif": [code, "x", "y", "z"]})
+        c = cli(pool, "apply", pool.uuid(pool.g9))
+        assert code in c.stderr and c.returncode == r.returncode, (r.stderr, c.stderr)
 
 
 def test_xapi_codes_and_unknown_codes():
@@ -524,7 +562,7 @@ def test_plugin_missing_on_a_host(pool, client, tmp_path):
     pool.xs.set_host_plugin_config(pool.hosts["host2"], plugin_dir=str(empty))
     with pytest.raises(vrc.PluginMissing) as raised:
         client.apply(pool.uuid(pool.g9))
-    assert raised.value.params == ["vif_rules"] and raised.value.exit_code == 11
+    assert raised.value.params == ["vif_rules"] and raised.value.exit_code == 12
 
 
 def test_unknown_function(pool, client):
@@ -540,7 +578,7 @@ def test_plugin_crash(pool, client, how):
     with pytest.raises(vrc.PluginCrashed) as raised:
         client.status(host="host2")
     assert raised.value.code == "XENAPI_PLUGIN_FAILURE"
-    assert raised.value.exit_code == 13
+    assert raised.value.exit_code == 14
 
 
 def test_plugin_answer_that_is_not_json(pool, client):
@@ -701,15 +739,15 @@ def test_cli_sync_version_and_password_from_env(pool):
 def test_cli_exit_codes(pool):
     pool.set_state("host2", fail={"apply_vif": ["VIF_RULES_HOST_NOT_READY", "x", "y"]})
     r = cli(pool, "apply", pool.uuid(pool.g9), "--json")
-    assert r.returncode == 6
+    assert r.returncode == 4
     assert "HostNotReady" in r.stderr
     assert json.loads(r.stdout)["code"] == "VIF_RULES_HOST_NOT_READY"
-    assert cli(pool, "apply", pool.uuid(pool.halted)).returncode == 16
-    assert cli(pool, "status", "--host", "host9").returncode == 15
+    assert cli(pool, "apply", pool.uuid(pool.halted)).returncode == 17
+    assert cli(pool, "status", "--host", "host9").returncode == 16
     pool.set_state("host3", api_version="2.1")
-    assert cli(pool, "status", "--host", "host3").returncode == 14
+    assert cli(pool, "status", "--host", "host3").returncode == 15
     r = cli(pool, "status", "--host", "host1", password="wrong")
-    assert r.returncode == 3 and "SESSION_AUTHENTICATION_FAILED" in r.stderr
+    assert r.returncode == 11 and "SESSION_AUTHENTICATION_FAILED" in r.stderr
     r = cli(pool, "status", "--host", "host1", password=None)   # no password at all
     assert r.returncode == 2 and "password" in r.stderr
     assert cli(pool, "sync").returncode == 2

@@ -12,8 +12,9 @@ from .api import (PLUGIN, SUPPORTED_API_MAJORS, AuditSummary, Connection,  # noq
                   HostAudit, VersionInfo, VifInfo, VifRulesClient, VmInfo,
                   VmResult, audit, session_factory_from)
 from .errors import (AuthenticationFailed, BadConfig, BadResponse,  # noqa: E402
-                     CommandFailed, ConnectionFailed, HostNotFound, HostNotReady,
-                     IncompatibleVersion, InvalidArgument, LockTimeout,
+                     CommandFailed, CommandTimeout, ConnectionFailed, HostNotFound,
+                     HostNotReady, IncompatibleVersion, InternalError,
+                     InvalidArgument, LockTimeout, StateError,
                      NoNetworkData, NotFound, PluginCrashed, PluginMissing,
                      UnknownFunction, VifRulesClientError, VmNotFound,
                      VmNotRunning, XapiCallFailed, XapiError, from_failure)
@@ -22,8 +23,9 @@ __all__ = [
     "PLUGIN", "SUPPORTED_API_MAJORS", "AuditSummary", "Connection", "HostAudit",
     "VersionInfo", "VifInfo", "VifRulesClient", "VmInfo", "VmResult", "audit",
     "session_factory_from", "AuthenticationFailed", "BadConfig", "BadResponse",
-    "CommandFailed", "ConnectionFailed", "HostNotFound", "HostNotReady",
-    "IncompatibleVersion", "InvalidArgument", "LockTimeout", "NoNetworkData",
+    "CommandFailed", "CommandTimeout", "ConnectionFailed", "HostNotFound", "HostNotReady",
+    "IncompatibleVersion", "InternalError", "InvalidArgument", "LockTimeout",
+    "NoNetworkData", "StateError",
     "NotFound", "PluginCrashed", "PluginMissing", "UnknownFunction",
     "VifRulesClientError", "VmNotFound", "VmNotRunning", "XapiCallFailed",
     "XapiError", "from_failure",

@@ -15,13 +15,15 @@ environment variable VIF_RULES_PASSWORD, never from the command line.
 URL and user may also come from VIF_RULES_URL and VIF_RULES_USER.
 --json prints the results (or the error) as JSON on stdout.
 
-Exit status: 0 success; 2 usage; then one per error kind (see
-vif_rules_client.errors: 3 connection/login, 4 invalid argument, 5 no
-network data, 6 host not ready, 7 command failed, 8 lock timeout, 9 bad
-config, 10 plugin's XAPI error, 11 plugin missing, 12 unknown function,
-13 plugin crashed, 14 incompatible version, 15 not found, 16 VM not
-running, 17 other XAPI failure, 18 bad response); audit: 20 when a host is
-not protected or failed.
+Exit status: 0 success; for an error the plugin reported, the status the
+vif hook gives for it (vif_rules_client.errors, from the plugin's own
+table: 1 internal error, 2 invalid argument (and usage), 3 no network data,
+4 host not ready, 5 command failed, 6 lock timeout, 7 bad config, 8 the
+plugin's XAPI error, 9 state error, 10 command timeout); then the client's
+own: 11 connection/login, 12 plugin missing, 13 unknown function, 14 plugin
+crashed, 15 incompatible version, 16 not found, 17 VM not running, 18 other
+XAPI failure, 19 bad response; audit: 20 when a host is not protected or
+failed.
 """
 
 from __future__ import annotations

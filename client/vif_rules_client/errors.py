@@ -7,6 +7,12 @@ Every error the client raises is a VifRulesClientError carrying
     .params   the Failure's parameters (list of strings)
     .exit_code  the command line's exit status for this kind of error
 
+The plugin's kinds are not written here: plugin_errors.py is the plugin's
+own xapi-plugin/vifrules/errors.py, shipped with this package, and one
+class per row of its KINDS is made from it (code, exit status, param names,
+doc), so the client's command line exits with the status the vif hook
+gives for the same error. Client-side kinds number on from 11.
+
 `from_failure(XenAPI.Failure)` is the only place where a Failure's
 ``details`` become a client exception (see FAILURE_CLASSES).
 """
@@ -15,27 +21,37 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Type
 
-# Exit codes of the command line (also on each class as .exit_code).
+from . import plugin_errors
+
+_PLUGIN_EXIT = dict((row[1], row[2]) for row in plugin_errors.table())
+
+# Exit codes of the command line (also on each class as .exit_code): the
+# plugin's kinds exit as the vif hook does (errors.py's table), then ours.
 EXIT_OK = 0
-EXIT_INTERNAL = 1
-EXIT_USAGE = 2
-EXIT_CONNECTION = 3
-EXIT_INVALID_ARGUMENT = 4
-EXIT_NO_NETWORK_DATA = 5
-EXIT_HOST_NOT_READY = 6
-EXIT_COMMAND_FAILED = 7
-EXIT_LOCK_TIMEOUT = 8
-EXIT_BAD_CONFIG = 9
-EXIT_XAPI_ERROR = 10
-EXIT_PLUGIN_MISSING = 11
-EXIT_UNKNOWN_FUNCTION = 12
-EXIT_PLUGIN_CRASHED = 13
-EXIT_INCOMPATIBLE = 14
-EXIT_NOT_FOUND = 15
-EXIT_VM_NOT_RUNNING = 16
-EXIT_XAPI_FAILURE = 17
-EXIT_BAD_RESPONSE = 18
+EXIT_INTERNAL = _PLUGIN_EXIT["VIF_RULES_INTERNAL_ERROR"]
+EXIT_USAGE = _PLUGIN_EXIT["VIF_RULES_INVALID_ARGUMENT"]   # a bad argument, caught here
+EXIT_INVALID_ARGUMENT = _PLUGIN_EXIT["VIF_RULES_INVALID_ARGUMENT"]
+EXIT_NO_NETWORK_DATA = _PLUGIN_EXIT["VIF_RULES_NO_NETWORK_DATA"]
+EXIT_HOST_NOT_READY = _PLUGIN_EXIT["VIF_RULES_HOST_NOT_READY"]
+EXIT_COMMAND_FAILED = _PLUGIN_EXIT["VIF_RULES_COMMAND_FAILED"]
+EXIT_LOCK_TIMEOUT = _PLUGIN_EXIT["VIF_RULES_LOCK_TIMEOUT"]
+EXIT_BAD_CONFIG = _PLUGIN_EXIT["VIF_RULES_BAD_CONFIG"]
+EXIT_XAPI_ERROR = _PLUGIN_EXIT["VIF_RULES_XAPI_ERROR"]
+EXIT_STATE_ERROR = _PLUGIN_EXIT["VIF_RULES_STATE_ERROR"]
+EXIT_COMMAND_TIMEOUT = _PLUGIN_EXIT["VIF_RULES_COMMAND_TIMEOUT"]
+EXIT_CONNECTION = 11
+EXIT_PLUGIN_MISSING = 12
+EXIT_UNKNOWN_FUNCTION = 13
+EXIT_PLUGIN_CRASHED = 14
+EXIT_INCOMPATIBLE = 15
+EXIT_NOT_FOUND = 16
+EXIT_VM_NOT_RUNNING = 17
+EXIT_XAPI_FAILURE = 18
+EXIT_BAD_RESPONSE = 19
 EXIT_AUDIT_PROBLEMS = 20
+if max(_PLUGIN_EXIT.values()) >= EXIT_CONNECTION:  # a new plugin kind needs ours moved
+    raise ImportError("plugin exit statuses %s overlap the client's from %d"
+                      % (sorted(_PLUGIN_EXIT.values()), EXIT_CONNECTION))
 
 
 class VifRulesClientError(Exception):
@@ -96,47 +112,31 @@ class VifRulesClientError(Exception):
 
 # ------------------------------------------------------- the plugin's codes
 
-class InvalidArgument(VifRulesClientError):
-    code = "VIF_RULES_INVALID_ARGUMENT"
-    exit_code = EXIT_INVALID_ARGUMENT
-    param_names = ("name", "value", "reason")
+# The client's names where they differ from the plugin's class names.
+_CLIENT_NAMES = {"VifRulesError": "InternalError", "ConfigError": "BadConfig"}
 
 
-class NoNetworkData(VifRulesClientError):
-    code = "VIF_RULES_NO_NETWORK_DATA"
-    exit_code = EXIT_NO_NETWORK_DATA
-    param_names = ("vif", "why")
+def _plugin_kind(name: str, code: str, exit_status: int, param_names: Sequence[str],
+                 doc: str) -> Type[VifRulesClientError]:
+    return type(_CLIENT_NAMES.get(name, name), (VifRulesClientError,), {
+        "code": code, "exit_code": exit_status, "param_names": tuple(param_names),
+        "__doc__": "The plugin's %s (%s)." % (code, doc), "__module__": __name__})
 
 
-class HostNotReady(VifRulesClientError):
-    code = "VIF_RULES_HOST_NOT_READY"
-    exit_code = EXIT_HOST_NOT_READY
-    param_names = ("what", "how")
+#: One class per kind the plugin reports, by code (from its errors.py).
+PLUGIN_CLASSES: Dict[str, Type[VifRulesClientError]] = dict(
+    (row[1], _plugin_kind(*row)) for row in plugin_errors.table())
 
-
-class CommandFailed(VifRulesClientError):
-    code = "VIF_RULES_COMMAND_FAILED"
-    exit_code = EXIT_COMMAND_FAILED
-    param_names = ("command", "status", "stderr")
-
-
-class LockTimeout(VifRulesClientError):
-    code = "VIF_RULES_LOCK_TIMEOUT"
-    exit_code = EXIT_LOCK_TIMEOUT
-    param_names = ("lockfile", "seconds")
-
-
-class BadConfig(VifRulesClientError):
-    code = "VIF_RULES_BAD_CONFIG"
-    exit_code = EXIT_BAD_CONFIG
-    param_names = ("file", "line", "reason")
-
-
-class XapiError(VifRulesClientError):
-    """The plugin's own XAPI call (on the host) failed."""
-    code = "VIF_RULES_XAPI_ERROR"
-    exit_code = EXIT_XAPI_ERROR
-    param_names = ("call", "details")
+InternalError = PLUGIN_CLASSES["VIF_RULES_INTERNAL_ERROR"]
+InvalidArgument = PLUGIN_CLASSES["VIF_RULES_INVALID_ARGUMENT"]
+NoNetworkData = PLUGIN_CLASSES["VIF_RULES_NO_NETWORK_DATA"]
+HostNotReady = PLUGIN_CLASSES["VIF_RULES_HOST_NOT_READY"]
+CommandFailed = PLUGIN_CLASSES["VIF_RULES_COMMAND_FAILED"]
+LockTimeout = PLUGIN_CLASSES["VIF_RULES_LOCK_TIMEOUT"]
+BadConfig = PLUGIN_CLASSES["VIF_RULES_BAD_CONFIG"]
+XapiError = PLUGIN_CLASSES["VIF_RULES_XAPI_ERROR"]
+StateError = PLUGIN_CLASSES["VIF_RULES_STATE_ERROR"]
+CommandTimeout = PLUGIN_CLASSES["VIF_RULES_COMMAND_TIMEOUT"]
 
 
 # ------------------------------------------------------------ XAPI's codes
@@ -219,20 +219,13 @@ class VmNotRunning(VifRulesClientError):
 
 
 #: The one mapping: Failure code -> exception class.
-FAILURE_CLASSES: Dict[str, Type[VifRulesClientError]] = {
-    "VIF_RULES_INVALID_ARGUMENT": InvalidArgument,
-    "VIF_RULES_NO_NETWORK_DATA": NoNetworkData,
-    "VIF_RULES_HOST_NOT_READY": HostNotReady,
-    "VIF_RULES_COMMAND_FAILED": CommandFailed,
-    "VIF_RULES_LOCK_TIMEOUT": LockTimeout,
-    "VIF_RULES_BAD_CONFIG": BadConfig,
-    "VIF_RULES_XAPI_ERROR": XapiError,
-    "VIF_RULES_INTERNAL_ERROR": PluginCrashed,
+FAILURE_CLASSES: Dict[str, Type[VifRulesClientError]] = dict(PLUGIN_CLASSES)
+FAILURE_CLASSES.update({
     "XENAPI_MISSING_PLUGIN": PluginMissing,
     "UNKNOWN_XENAPI_PLUGIN_FUNCTION": UnknownFunction,
     "XENAPI_PLUGIN_FAILURE": PluginCrashed,
     "SESSION_AUTHENTICATION_FAILED": AuthenticationFailed,
-}
+})
 
 
 def from_details(details: object, host: Optional[str] = None,

@@ -1,0 +1,1 @@
+../../xapi-plugin/vifrules/errors.py
