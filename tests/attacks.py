@@ -6,7 +6,8 @@ and must not arrive on a protected one.
 """
 
 from scapy.all import (ARP, BOOTP, Dot1AD, Dot1Q, Dot3, Ether, ICMPv6ND_NA,
-                       ICMPv6ND_RA, ICMPv6NDOptDstLLAddr, ICMPv6NDOptSrcLLAddr, IP,
+                       ICMPv6ND_NS, ICMPv6ND_RA, ICMPv6NDOptDstLLAddr,
+                       ICMPv6NDOptSrcLLAddr, IP,
                        IPv6, LLC, SNAP, UDP, Raw)
 
 import netbed
@@ -45,6 +46,14 @@ def _vlan_ip(marker, *tags):
     for tag in tags:
         frame = frame / tag
     return frame / IP(src=G1.ipv4[0], dst=netbed.UPLINK_IP) / UDP(sport=9, dport=9) / marker
+
+
+def neighbour_solicit_foreign_sll():
+    """g1 asks for the uplink's address from its own, naming a foreign MAC
+    as its link-layer address: the uplink then maps g1's address to it."""
+    return Ether(src=G1.mac, dst="33:33:ff:00:00:fe") / \
+        IPv6(src=G1.ipv6[0], dst="ff02::1:ff00:fe") / ICMPv6ND_NS(tgt=netbed.UPLINK_IP6) / \
+        ICMPv6NDOptSrcLLAddr(lladdr=FOREIGN_MAC)
 
 
 ATTACKS = [
@@ -89,6 +98,14 @@ ATTACKS = [
            lambda m: Ether(src=G1.mac, dst=BCAST) / IPv6(src=G1_LL, dst="ff02::1") /
            ICMPv6ND_NA(tgt=netbed.UPLINK_IP6, R=0, S=0, O=1) /
            ICMPv6NDOptDstLLAddr(lladdr=G1.mac) / m, points=("up",)),
+    # From the guest's own address with its own MAC: only the link-layer
+    # option lies, and it would poison the uplink's neighbour cache.
+    Attack("neighbour-solicit-foreign-sll", "g1",
+           lambda m: neighbour_solicit_foreign_sll() / m, points=("up",)),
+    Attack("neighbour-advert-foreign-tll", "g1",
+           lambda m: Ether(src=G1.mac, dst=BCAST) / IPv6(src=G1.ipv6[0], dst="ff02::1") /
+           ICMPv6ND_NA(tgt=G1.ipv6[0], R=0, S=0, O=1) /
+           ICMPv6NDOptDstLLAddr(lladdr=FOREIGN_MAC) / m, points=("up",)),
     Attack("dhcp-server-reply", "g1",
            lambda m: Ether(src=G1.mac, dst=BCAST) / IP(src=G1.ipv4[0], dst="255.255.255.255") /
            UDP(sport=67, dport=68) / BOOTP(op=2, yiaddr="192.0.2.50") / m),

@@ -116,3 +116,24 @@ def test_iptables_checks_sources_on_its_own(bed):
     bed.run("h", [iptables, "-F", chain])  # now a hole in both
     seen = _send_and_count(bed, {"g1": [spoof, own]}, markers, ("up",))["up"]
     assert seen[markers[0]] > 0
+
+
+def _uplink_neighbour(bed, address):
+    return bed.run("up", ["ip", "-6", "neigh", "show", address, "dev", "eth0"]).stdout
+
+
+def test_neighbour_cache_of_the_uplink_not_poisoned(bed):
+    """A solicitation from g1's own address whose source link-layer option
+    names a foreign MAC makes the uplink map g1's address to that MAC on an
+    open bridge, and not once the host is protected."""
+    g1 = bed.guests[0]
+    frame = bytes(attacks.neighbour_solicit_foreign_sll())
+    bed.send("g1", [frame])
+    assert attacks.FOREIGN_MAC in _uplink_neighbour(bed, g1.ipv6[0]), \
+        "on an open bridge the uplink learns the foreign MAC (is the test sound?)"
+    bed.run("up", ["ip", "-6", "neigh", "flush", "dev", "eth0"])
+    bed.protect_all()
+    bed.send("g1", [frame] * 3)
+    assert attacks.FOREIGN_MAC not in _uplink_neighbour(bed, g1.ipv6[0])
+    assert bed.ping("g1", netbed.UPLINK_IP6), "g1's own neighbour discovery still works"
+    assert g1.mac in _uplink_neighbour(bed, g1.ipv6[0])

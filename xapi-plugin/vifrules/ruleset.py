@@ -26,11 +26,12 @@ Layout:
 
 import bisect
 
-from vifrules.addresses import ipv6_to_words, link_local_from_mac, solicited_node
+from vifrules import policy
+from vifrules.addresses import ipv6_to_words
 
 FAMILIES = ("ebtables", "iptables", "ip6tables")
 KINDS = ("vif", "tap")
-FROM, TO = "F", "T"  # from the guest / to the guest
+FROM, TO = policy.FROM, policy.TO  # from the guest / to the guest
 TABLES = {"ebtables": ("filter", "nat"), "iptables": ("filter",),
           "ip6tables": ("filter",)}
 # The table that holds the guests' chains in each family.
@@ -44,10 +45,6 @@ PORTS_IN = "VR-PORTS-IN"
 PORTS_OUT = "VR-PORTS-OUT"
 CHAIN_PREFIX = "VR"  # every chain vif-rules owns starts with it
 
-DHCP_SERVER_V4, DHCP_CLIENT_V4 = "67", "68"
-DHCP_SERVER_V6 = "547"
-ALL_NODES_V6 = "ff02::1"
-BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
 
 
 class Chain(object):
@@ -104,93 +101,129 @@ def vif_mark(vif):
 MARK_BITS = 30
 
 
-def _ebtables_from(vif, mac, nic):
-    rules = [("-j", "mark", "--mark-set", "0x%x" % vif_mark(vif), "--mark-target", "CONTINUE")]
-    for ip in nic.ipv4:
-        for op in ("Request", "Reply"):
-            rules.append(("-p", "ARP", "-s", mac, "--arp-op", op,
-                          "--arp-mac-src", mac, "--arp-ip-src", ip, "-j", "ACCEPT"))
-    rules.append(("-p", "IPv4", "--ip-proto", "udp", "--ip-sport", DHCP_SERVER_V4,
-                  "-j", "DROP"))
-    for ip in nic.ipv4:
-        rules.append(("-p", "IPv4", "-s", mac, "--ip-src", ip, "-j", "ACCEPT"))
-    rules.append(("-p", "IPv4", "-s", mac, "--ip-src", "0.0.0.0",
-                  "--ip-dst", "255.255.255.255", "--ip-proto", "udp",
-                  "--ip-sport", DHCP_CLIENT_V4, "--ip-dport", DHCP_SERVER_V4,
-                  "-j", "ACCEPT"))
-    if nic.ipv6:
-        for icmp_type in ("router-advertisement", "redirect"):
-            rules.append(("-p", "IPv6", "--ip6-proto", "ipv6-icmp",
-                          "--ip6-icmp-type", icmp_type, "-j", "DROP"))
-        rules.append(("-p", "IPv6", "--ip6-proto", "udp", "--ip6-sport",
-                      DHCP_SERVER_V6, "-j", "DROP"))
-        for address in _own_ipv6(nic):
-            rules.append(("-p", "IPv6", "-s", mac, "--ip6-src", address, "-j", "ACCEPT"))
-        # Duplicate address detection and its MLD report come from '::'.
-        for icmp_type in ("neighbour-solicitation", "143"):
-            rules.append(("-p", "IPv6", "-s", mac, "--ip6-src", "::",
-                          "--ip6-proto", "ipv6-icmp", "--ip6-icmp-type", icmp_type,
-                          "-j", "ACCEPT"))
-    rules.append(("-j", "DROP"))
-    return rules
+# How each family writes a policy field: ebtables checks every frame at
+# layer 2 (both directions); iptables and ip6tables check again what a guest
+# sends, at layer 3, where ip6tables alone can look into neighbour discovery
+# options (u32). A guard a family cannot write is left to the family that
+# can (ebtables leaves the neighbour-discovery checks to ip6tables); an
+# allow it cannot write would widen, and is refused.
+ETHERTYPE = {"arp": "ARP", "ipv4": "IPv4", "ipv6": "IPv6"}
+ARP_OP = {"1": "Request", "2": "Reply"}
+ICMP6_NAME = {policy.ICMP6_ROUTER_ADVERT: "router-advertisement",
+              policy.ICMP6_REDIRECT: "redirect",
+              policy.ICMP6_NEIGHBOUR_SOLICIT: "neighbour-solicitation"}
+IP_PROTO = {"udp": "udp", "icmp6": "ipv6-icmp"}
+L3_FAMILY = {"iptables": "ipv4", "ip6tables": "ipv6"}
+
+# Offsets in an IPv6 packet without extension headers (u32 counts from the
+# IPv6 header): the payload length, the ND target, the first ND option.
+ND_TARGET_AT, ND_OPTION_AT = 48, 64
+ND_WITHOUT_OPTIONS, ND_WITH_ONE_OPTION = 24, 32
+ND_OPTION_TYPE = {"nd_sll": 1, "nd_tll": 2}
+ND_NONCE_OPTION = 14  # RFC 7527: Linux's duplicate address detection sends it
 
 
-def _ebtables_to(vif, mac, nic):
-    rules = []
-    for ip in nic.ipv4:
-        rules.append(("-p", "ARP", "--arp-ip-dst", ip, "-j", "ACCEPT"))
-    for ip in nic.ipv4:
-        rules.append(("-p", "IPv4", "--ip-dst", ip, "-j", "ACCEPT"))
-    for dest_mac in (mac, BROADCAST_MAC):
-        rules.append(("-p", "IPv4", "-d", dest_mac, "--ip-proto", "udp",
-                      "--ip-sport", DHCP_SERVER_V4, "--ip-dport", DHCP_CLIENT_V4,
-                      "-j", "ACCEPT"))
-    for address in _ipv6_destinations(nic):
-        rules.append(("-p", "IPv6", "--ip6-dst", address, "-j", "ACCEPT"))
-    rules.append(("-j", "DROP"))
-    return rules
+class Unwritable(Exception):
+    """A field the family cannot check."""
 
 
-def _iptables_from(vif, mac, nic):
-    mac_match = ("-m", "mac", "--mac-source", mac)
-    rules = [("-p", "udp", "--sport", DHCP_SERVER_V4, "-j", "DROP")]
-    for ip in nic.ipv4:
-        rules.append(("-s", ip + "/32") + mac_match + ("-j", "RETURN"))
-    rules.append(("-s", "0.0.0.0/32", "-d", "255.255.255.255/32", "-p", "udp",
-                  "--sport", DHCP_CLIENT_V4, "--dport", DHCP_SERVER_V4) +
-                 mac_match + ("-j", "RETURN"))
-    rules.append(("-j", "DROP"))
-    return rules
+def _ebtables_match(rule):
+    fields = dict(rule)
+    eth_type = fields.get("eth_type")
+    ip = (eth_type == "ipv6" and "ip6") or "ip"
+    tokens = []
+    for name, value in rule:
+        if name == "eth_type":
+            tokens.extend(["-p", ETHERTYPE[value]])
+        elif name == "eth_src":
+            tokens.extend(["-s", value])
+        elif name == "eth_dst":
+            tokens.extend(["-d", value])
+        elif name == "untagged":
+            pass  # '-p' matches the outer ethertype: a tagged frame never matches
+        elif name == "arp_op":
+            tokens.extend(["--arp-op", ARP_OP[value]])
+        elif name == "arp_sha":
+            tokens.extend(["--arp-mac-src", value])
+        elif name == "arp_spa":
+            tokens.extend(["--arp-ip-src", value])
+        elif name == "arp_tpa":
+            tokens.extend(["--arp-ip-dst", value])
+        elif name in ("ip4_src", "ip6_src"):
+            tokens.extend(["--%s-src" % ip, value])
+        elif name in ("ip4_dst", "ip6_dst"):
+            tokens.extend(["--%s-dst" % ip, value])
+        elif name == "ip_proto":
+            tokens.extend(["--%s-proto" % ip, IP_PROTO[value]])
+        elif name == "udp_src":
+            tokens.extend(["--%s-sport" % ip, value])
+        elif name == "udp_dst":
+            tokens.extend(["--%s-dport" % ip, value])
+        elif name == "icmp6_type":
+            tokens.extend(["--ip6-icmp-type", ICMP6_NAME.get(value, value)])
+        else:
+            raise Unwritable(name)
+    return tuple(tokens)
 
 
-def _ip6tables_from(vif, mac, nic):
-    rules = []
-    if nic.ipv6:
-        mac_match = ("-m", "mac", "--mac-source", mac)
-        for icmp_type in ("134", "137"):  # router advertisement, redirect
-            rules.append(("-p", "ipv6-icmp", "--icmpv6-type", icmp_type, "-j", "DROP"))
-        rules.append(("-p", "udp", "--sport", DHCP_SERVER_V6, "-j", "DROP"))
-        rules.append(_neighbour_advert_guard(_own_ipv6(nic)))
-        for address in _own_ipv6(nic):
-            rules.append(("-s", address + "/128") + mac_match + ("-j", "RETURN"))
-        for icmp_type in ("135", "143"):  # DAD solicitation and its MLD report
-            rules.append(("-s", "::/128", "-p", "ipv6-icmp", "--icmpv6-type", icmp_type)
-                         + mac_match + ("-j", "RETURN"))
-    rules.append(("-j", "DROP"))
-    return rules
+def _xtables_match(family, rule):
+    fields = dict(rule)
+    if fields.get("eth_type") != L3_FAMILY[family]:
+        raise Unwritable("eth_type")
+    host = (family == "iptables" and "/32") or "/128"
+    tokens, tail = [], []
+    for name, value in rule:
+        if name in ("eth_type", "untagged"):
+            pass  # the family is the ethertype; the bridge hands it untagged frames
+        elif name == "eth_src":
+            tail = ["-m", "mac", "--mac-source", value]
+        elif name in ("ip4_src", "ip6_src"):
+            tokens.extend(["-s", value + host])
+        elif name in ("ip4_dst", "ip6_dst"):
+            tokens.extend(["-d", value + host])
+        elif name == "ip_proto":
+            tokens.extend(["-p", IP_PROTO[value]])
+        elif name == "udp_src":
+            tokens.extend(["--sport", value])
+        elif name == "udp_dst":
+            tokens.extend(["--dport", value])
+        elif name == "icmp6_type" and family == "ip6tables":
+            tokens.extend(["--icmpv6-type", value])
+        elif name in ("nd_target", "nd_sll", "nd_tll") and family == "ip6tables":
+            tokens.extend(_u32_only(name, value, fields.get("icmp6_type")))
+        else:
+            raise Unwritable(name)
+    return tuple(tokens + tail)
 
 
-def _neighbour_advert_guard(addresses):
-    """Drop a neighbour advertisement whose target is not one of the guest's.
+def _u32_only(name, value, icmp6_type):
+    """A guard's Only(...) field as u32 tests that must all fail for the drop."""
+    if not isinstance(value, policy.Only):
+        raise Unwritable(name)
+    tests = []
+    for one in value.values:
+        if name == "nd_target":
+            tests.append(_u32_ipv6_at(ND_TARGET_AT, one))
+        elif one == policy.NO_OPTION:
+            tests.append("4>>16=%d" % ND_WITHOUT_OPTIONS)
+            if icmp6_type == policy.ICMP6_NEIGHBOUR_SOLICIT:
+                tests.append("4>>16=%d&&%d>>24=%d" % (ND_WITH_ONE_OPTION, ND_OPTION_AT,
+                                                       ND_NONCE_OPTION))
+        else:
+            tests.append(_u32_link_layer_option(ND_OPTION_TYPE[name], one))
+    tokens = []
+    for test in tests:
+        tokens.extend(["-m", "u32", "!", "--u32", test])
+    return tokens
 
-    The target sits at byte 48 of an IPv6 packet without extension headers;
-    one with extension headers does not match any own target and is dropped.
-    """
-    rule = ["-p", "ipv6-icmp", "--icmpv6-type", "136"]
-    for address in addresses:
-        rule.extend(["-m", "u32", "!", "--u32", _u32_ipv6_at(48, address)])
-    rule.extend(["-j", "DROP"])
-    return tuple(rule)
+
+def _u32_link_layer_option(option_type, mac):
+    """Exactly one option: a link-layer address option (length 1) with mac."""
+    octets = [int(part, 16) for part in mac.split(":")]
+    first = (option_type << 24) | (1 << 16) | (octets[0] << 8) | octets[1]
+    rest = (octets[2] << 24) | (octets[3] << 16) | (octets[4] << 8) | octets[5]
+    return "4>>16=%d&&%d=0x%x&&%d=0x%x" % (ND_WITH_ONE_OPTION, ND_OPTION_AT, first,
+                                          ND_OPTION_AT + 4, rest)
 
 
 def _u32_ipv6_at(offset, address):
@@ -202,29 +235,57 @@ def _u32_ipv6_at(offset, address):
     return "&&".join(tests)
 
 
-def _own_ipv6(nic):
-    """The guest's IPv6 sources: its link-local address from the MAC, then the rest."""
-    link_local = link_local_from_mac(nic.mac)
-    return [link_local] + [a for a in nic.ipv6 if a != link_local]
+def _family_match(family, rule):
+    if family == "ebtables":
+        return _ebtables_match(rule)
+    return _xtables_match(family, rule)
 
 
-def _ipv6_destinations(nic):
-    if not nic.ipv6:
-        return []
-    own = _own_ipv6(nic)
-    result = list(own)
-    for address in own:
-        group = solicited_node(address)
-        if group not in result:
-            result.append(group)
-    result.append(ALL_NODES_V6)
+def _guard_rules(family, rule):
+    """One guard -> its DROP rules: one per Only(...) field (the frame is
+    dropped if any one of them fails), or the plain drop."""
+    only = [name for name, value in rule if isinstance(value, policy.Only)]
+    if len(only) < 2:
+        return [_family_match(family, rule) + ("-j", "DROP")]
+    plain = [(n, v) for n, v in rule if not isinstance(v, policy.Only)]
+    result = []
+    for name in only:
+        one = [(n, v) for n, v in rule if n == name or n in dict(plain)]
+        result.append(_family_match(family, tuple(one)) + ("-j", "DROP"))
     return result
 
 
-_VIF_RULES = {
-    ("ebtables", FROM): _ebtables_from, ("ebtables", TO): _ebtables_to,
-    ("iptables", FROM): _iptables_from, ("ip6tables", FROM): _ip6tables_from,
-}
+def policy_rules(family, direction, guest):
+    """The rules of a guest's chain in one family, from its Policy: the
+    guards the family can write, then every allow, then DROP."""
+    accept = (family == "ebtables" and "ACCEPT") or "RETURN"
+    rules = []
+    for name, guard in guest.guards(direction):
+        for plain in policy.expand(guard):
+            try:
+                rules.extend(_guard_rules(family, plain))
+            except Unwritable:
+                continue  # left to a family that can (see above)
+    for name, allow in guest.allows(direction):
+        for plain in policy.expand(allow):
+            try:
+                rules.append(_family_match(family, plain) + ("-j", accept))
+            except Unwritable:
+                if family == "ebtables" or dict(plain).get("eth_type") == L3_FAMILY[family]:
+                    raise ValueError("%s cannot check %s's %r" % (family, name, plain))
+    rules.append(("-j", "DROP"))
+    return rules
+
+
+def _ebtables_mark(vif):
+    return ("-j", "mark", "--mark-set", "0x%x" % vif_mark(vif), "--mark-target", "CONTINUE")
+
+
+def _guest_chain_rules(family, direction, vif, guest):
+    rules = policy_rules(family, direction, guest)
+    if family == "ebtables" and direction == FROM:
+        rules.insert(0, _ebtables_mark(vif))
+    return rules
 
 
 def wants_chains(family, nic):
@@ -246,9 +307,13 @@ def directions(family, table):
 def vif_chains(family, table, vif, nic):
     """The chains of one guest port in one table: what it may send and what
     it may receive."""
+    wanted = directions(family, table)
+    if not wanted:
+        return []
+    guest = policy.guest_policy(nic)
     return [Chain(vif_chain_name(direction, vif.name),
-                  _VIF_RULES[(family, direction)](vif, nic.mac, nic))
-            for direction in directions(family, table)]
+                  _guest_chain_rules(family, direction, vif, guest))
+            for direction in wanted]
 
 
 def vif_chain_names(family, table, vif_name):
