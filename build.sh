@@ -12,7 +12,7 @@ VENV=${VENV:-$TOP/.venv}
 
 APT_TEST_PACKAGES="iptables ebtables arptables iproute2 iputils-ping iperf3 tcpdump rpm genisoimage
   cpio file binutils kmod procps python3 python3-venv gcc make curl ca-certificates
-  rpm2cpio perl strace"
+  rpm2cpio perl strace openvswitch-switch ethtool"
 
 need_root() {
     if [ "$(id -u)" != 0 ]; then echo "build.sh $1: run as root" >&2; exit 1; fi
@@ -27,7 +27,16 @@ apt_install() {
     [ -z "$missing" ] && return 0
     need_root apt
     apt-get update -qq || echo "apt-get update reported errors; trying the install anyway" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+    # No service may start from an install (openvswitch-switch would run the
+    # machine's own switch): the tests start their own daemons.
+    local no_start=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+        no_start=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing \
+        || { [ -z "$no_start" ] || rm -f /usr/sbin/policy-rc.d; return 1; }
+    [ -z "$no_start" ] || rm -f /usr/sbin/policy-rc.d
 }
 
 make_venv() {

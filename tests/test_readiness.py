@@ -261,21 +261,39 @@ def test_missing_restore_tool_and_disabled_family(tmp_path, no_commands):
 
 # ------------------------------------------------------------ (c) openvswitch
 
-def test_openvswitch_host_is_refused_with_the_switch_command(tmp_path, no_commands):
+def test_openvswitch_host_is_told_what_it_lacks(tmp_path, no_commands):
+    """An openvswitch host is not refused: the check lists what the OpenFlow
+    backend needs (here: the tools, absent from the fixture tree) and leaves
+    the netfilter items out."""
     root = ready_host(str(tmp_path), network="openvswitch")
     items = readiness.check(Config(), root=root, run_commands=False)
-    backend = by_name(items)["network backend"]
-    assert backend["state"] == "missing"
+    found = by_name(items)
+    backend = found["network backend"]
+    assert backend["state"] == "ok"
     assert backend["detail"].startswith("openvswitch (/etc/xensource/network.conf)")
-    assert backend["provided_by"] == "xe-switch-network-backend bridge"
+    for tool in ("ovs-vsctl", "ovs-ofctl"):
+        assert found["%s tool" % tool]["state"] == "missing"
+    assert found["iptables physdev match"]["state"] == "skipped"
+    assert "openvswitch backend" in found["iptables physdev match"]["detail"]
     assert not readiness.is_ready(items)
     with pytest.raises(HostNotReady) as caught:
         readiness.require_ready(Config(), root=root, run_commands=False)
     error = caught.value
     assert error.code == "VIF_RULES_HOST_NOT_READY"
-    assert "openvswitch" in error.params[0]
-    assert "xe-switch-network-backend bridge" in error.params[1]
-    assert "reboot" in error.params[1]
+    assert "ovs-vsctl" in error.params[0]
+    assert "openvswitch" in error.params[1]
+    for tool in ("ovs-vsctl", "ovs-ofctl"):
+        write(root, "/usr/sbin/" + tool, "#!/bin/sh\n")
+        os.chmod(os.path.join(root, "usr/sbin", tool), 0o755)
+    assert readiness.is_ready(readiness.check(Config(), root=root, run_commands=False))
+
+
+def test_backend_in_the_config_overrides_network_conf(tmp_path, no_commands):
+    root = ready_host(str(tmp_path), network="openvswitch")
+    found = by_name(readiness.check(Config({"BACKEND": "bridge"}), root=root,
+                                    run_commands=False))
+    assert found["network backend"]["detail"].startswith("bridge (BACKEND=bridge")
+    assert found["iptables physdev match"]["state"] == "ok"
 
 
 def test_missing_network_conf_is_not_openvswitch(tmp_path, no_commands):
@@ -291,8 +309,9 @@ def test_network_conf_path_comes_from_the_config(tmp_path, no_commands):
     root = ready_host(str(tmp_path), network=None)
     write(root, "/etc/other-network.conf", "openvswitch\n")
     cfg = Config({"XENSOURCE_NETWORK_CONF": "/etc/other-network.conf"})
-    with pytest.raises(HostNotReady):
+    with pytest.raises(HostNotReady) as caught:
         readiness.require_ready(cfg, root=root, run_commands=False)
+    assert "ovs-vsctl" in caught.value.params[0]
 
 
 # ------------------------------------------------------------ dom0 Pythons
@@ -478,7 +497,8 @@ def test_this_machine_with_legacy_ebtables(namespace):
 
 def test_host_rules_check_and_start_refuse_an_openvswitch_host(tmp_path, require_netns):
     """The CLI over the same check: 'check' lists items and exits 1 when not
-    ready; 'start' refuses the openvswitch backend with the way out."""
+    ready; on an openvswitch host whose switch does not answer, 'start'
+    refuses with what is missing and changes nothing."""
     import netbed
     with netbed.NetBed(str(tmp_path), backend="legacy", guests=[]) as bed:
         ready = bed.host_rules("check", check=False)
@@ -487,10 +507,15 @@ def test_host_rules_check_and_start_refuse_an_openvswitch_host(tmp_path, require
         network_conf = tmp_path / "network.conf"
         network_conf.write_text("openvswitch\n")
         bed.write_config(XENSOURCE_NETWORK_CONF=str(network_conf))
-        refused = bed.host_rules("start", check=False)
-        assert refused.returncode == 4
-        assert "xe-switch-network-backend bridge" in refused.stderr
+        env = bed.env()
+        env["OVS_RUNDIR"] = str(tmp_path / "no-switch")  # no database answers there
+        refused = bed.run("h", [sys.executable, netbed.HOST_RULES, "start"], check=False,
+                          env=env)
+        assert refused.returncode == 4, refused.stderr
+        assert "ovs-" in refused.stderr
         assert "VR-FORWARD" not in bed.ruleset()
-        report = bed.host_rules("check", check=False)
+        report = bed.run("h", [sys.executable, netbed.HOST_RULES, "check"], check=False,
+                         env=env)
         assert report.returncode == 1
-        assert "[FAIL] network backend: openvswitch" in report.stdout
+        assert "[ OK ] network backend: openvswitch" in report.stdout
+        assert "[SKIP] iptables physdev match" in report.stdout

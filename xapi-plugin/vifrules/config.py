@@ -22,6 +22,7 @@ DEFAULTS = {
     "EBTABLES": "ebtables",
     "ARPTABLES": "arptables",
     "TRUSTED_INTERFACES": "",
+    "BACKEND": "auto",  # auto (detected as XenServer does), bridge, openvswitch
     "LOCK_FILE": "/var/lock/vif-rules.lock",
     "LOCK_TIMEOUT": "60",
     "COMMAND_TIMEOUT": "30",

@@ -11,7 +11,7 @@ from vifrules import readiness, xapi
 from vifrules.addresses import VifName, parse_interface_list, parse_nic
 from vifrules import jsontext
 from vifrules.compat import current_exception, string_types
-from vifrules.engine import Engine
+from vifrules.backend import engine_for
 from vifrules.errors import KINDS, InvalidArgument, VifRulesError
 from vifrules.log import error_logger, internal_error, syslog_logger
 
@@ -47,7 +47,7 @@ def _json(value):
 
 def _engine():
     cfg = config_module.load()
-    return cfg, Engine(cfg, syslog_logger(PLUGIN_NAME))
+    return cfg, engine_for(cfg, syslog_logger(PLUGIN_NAME))
 
 
 def get_version(session, args):

@@ -36,9 +36,9 @@ try:
 except ImportError:  # Python 2.4/2.5
     from StringIO import StringIO as BytesIO
 
-from vifrules import ruleset
+from vifrules import backend, ruleset
 from vifrules.compat import to_text
-from vifrules.errors import HostNotReady
+from vifrules.errors import ConfigError, HostNotReady
 from vifrules.runner import SEARCH_PATH, run
 
 OK = "ok"
@@ -52,8 +52,11 @@ EBTABLES_RPM = "ebtables RPM in the pack"
 ARPTABLES_RPM = "arptables RPM in the pack"
 IPTABLES_RPM = "iptables RPM of dom0 (base system)"
 SYSCTL_SETTER = "host-rules start (sets the sysctl)"
-BRIDGE_BACKEND = "xe-switch-network-backend bridge"
-SWITCH_HOW = "run 'xe-switch-network-backend bridge' and reboot"
+BRIDGE_BACKEND = "xe-switch-network-backend bridge|openvswitch"
+OVS_PROVIDER = "openvswitch of dom0 (base system)"
+OVS_TOOLS = ("ovs-vsctl", "ovs-ofctl")
+# 'ovs-ofctl --bundle' (OpenFlow 1.4 bundles) swaps a VIF's flows atomically.
+OVS_BUNDLE_VERSION = (2, 4)
 
 TOOL_PROVIDERS = {"iptables": IPTABLES_RPM, "ip6tables": IPTABLES_RPM,
                   "ebtables": EBTABLES_RPM, "arptables": ARPTABLES_RPM}
@@ -261,19 +264,91 @@ def _command(argv):
 # ---------------------------------------------------------------- the items
 
 def _backend_item(cfg, root):
-    path = cfg.get("XENSOURCE_NETWORK_CONF")
-    text = _read(_under(root, path))
+    """The backend the engine will use (backend.chosen) and how it was told."""
     name = "network backend"
-    if text is None:
+    path = cfg.get("XENSOURCE_NETWORK_CONF")
+    chosen, how = backend.chosen(cfg, root)
+    if chosen is None:
+        return _item(name, MISSING, how, BRIDGE_BACKEND)
+    text = _read(_under(root, path))
+    if cfg.get("BACKEND") == backend.AUTO and text is None and chosen == backend.BRIDGE:
         return _item(name, SKIPPED, "no %s: not a XenServer host" % path, BRIDGE_BACKEND)
-    backend = text.strip()
-    if backend == "bridge":
-        return _item(name, OK, "bridge (%s)" % path, BRIDGE_BACKEND)
-    if backend in ("openvswitch", "vswitch"):
-        return _item(name, MISSING, "%s (%s): these rules are not enforced on it"
-                     % (backend, path), BRIDGE_BACKEND)
-    return _item(name, MISSING, "unrecognised backend %r in %s" % (backend, path),
-                 BRIDGE_BACKEND)
+    if text is not None and cfg.get("BACKEND") == backend.AUTO:
+        how = path
+    detail = "%s (%s)" % (chosen, how)
+    if chosen == backend.OPENVSWITCH:
+        detail = detail + ": OpenFlow flows per VIF"
+    return _item(name, OK, detail, BRIDGE_BACKEND)
+
+
+def _is_openvswitch(cfg, root):
+    try:
+        return backend.chosen(cfg, root)[0] == backend.OPENVSWITCH
+    except ConfigError:
+        return False
+
+
+def _version_tuple(line):
+    """'ovs-ofctl (Open vSwitch) 3.1.0' -> (3, 1, 0), or None."""
+    for word in line.split():
+        parts = word.split(".")
+        if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
+            return tuple([int(p) for p in parts if p.isdigit()])
+    return None
+
+
+def _ovs_items(cfg, root, run_commands):
+    """What an Open vSwitch host needs: the tools, a version with bundles,
+    a database that answers, and the trusted uplinks on a bridge."""
+    items = []
+    found = {}
+    for tool in OVS_TOOLS:
+        path = find_tool(tool, root)
+        if path is None:
+            items.append(_item("%s tool" % tool, MISSING, "%s not found on PATH, /sbin or "
+                               "/usr/sbin" % tool, OVS_PROVIDER))
+            continue
+        found[tool] = path
+        if not run_commands:
+            items.append(_item("%s tool" % tool, OK, "%s at %s" % (tool, path), OVS_PROVIDER))
+            continue
+        status, line = _command([tool, "--version"])
+        version = _version_tuple(line)
+        if status != 0 or version is None:
+            items.append(_item("%s tool" % tool, MISSING, "%s at %s does not run: %s"
+                               % (tool, path, line or "status %d" % status), OVS_PROVIDER))
+        elif version < OVS_BUNDLE_VERSION:
+            items.append(_item("%s tool" % tool, MISSING, "%s: OpenFlow bundles need Open "
+                               "vSwitch %d.%d or later" % ((line,) + OVS_BUNDLE_VERSION),
+                               OVS_PROVIDER))
+        else:
+            items.append(_item("%s tool" % tool, OK, "%s at %s: %s" % (tool, path, line),
+                               OVS_PROVIDER))
+    name = "Open vSwitch database"
+    if not run_commands or "ovs-vsctl" not in found:
+        items.append(_item(name, SKIPPED, "not probed (commands not run)", OVS_PROVIDER))
+        return items
+    status, out, err = run(["ovs-vsctl", "--timeout=5", "show"], check=False)
+    if status != 0:
+        items.append(_item(name, MISSING, "'ovs-vsctl show' failed (%d): %s" % (
+            status, _first_line(err) or _first_line(out)), OVS_PROVIDER))
+        return items
+    items.append(_item(name, OK, "'ovs-vsctl show' works", OVS_PROVIDER))
+    for uplink in cfg.trusted_interfaces:
+        label = "trusted uplink %s" % uplink
+        status, out, err = run(["ovs-vsctl", "--timeout=5", "iface-to-br", uplink], check=False)
+        if status == 0:
+            items.append(_item(label, OK, "on bridge %s" % _first_line(out), OVS_PROVIDER))
+        else:
+            items.append(_item(label, MISSING, "on no Open vSwitch bridge: its traffic would "
+                               "be dropped", "TRUSTED_INTERFACES in the configuration"))
+    return items
+
+
+def _not_used(items):
+    """The netfilter items, on a host where the OpenFlow backend does the work."""
+    return [_item(i["item"], SKIPPED, "not used by the openvswitch backend", i["provided_by"])
+            for i in items]
 
 
 def _ebtables_is_nft(cfg, root, versions):
@@ -469,12 +544,14 @@ def check(cfg, root="/", run_commands=True):
     versions = {}
     tools = _tool_items(cfg, root, families, run_commands, versions)
     items = [_backend_item(cfg, root)]
-    items.extend(_kernel_items(cfg, root, families, release, options, source, versions))
-    items.extend(_bridge_items(cfg, root))
-    items.extend(_match_items(root, families, release, options))
-    items.extend(tools)
-    items.extend(_table_items(cfg, root, families, run_commands))
-    return items
+    netfilter = _kernel_items(cfg, root, families, release, options, source, versions)
+    netfilter.extend(_bridge_items(cfg, root))
+    netfilter.extend(_match_items(root, families, release, options))
+    netfilter.extend(tools)
+    netfilter.extend(_table_items(cfg, root, families, run_commands))
+    if _is_openvswitch(cfg, root):
+        return items + _ovs_items(cfg, root, run_commands) + _not_used(netfilter)
+    return items + netfilter
 
 
 def not_ready(items, for_setup=False):
@@ -518,27 +595,30 @@ def format_report(items):
 
 
 def require_bridge_backend(cfg, root="/"):
-    """The cheap part of require_ready, for every host-rules start: refuse
-    the openvswitch backend, where bridge netfilter rules are not enforced."""
-    item = _backend_item(cfg, root)
-    if item["state"] == MISSING:
-        raise HostNotReady("network backend: %s" % item["detail"], SWITCH_HOW)
+    """The cheap part of require_ready, for every host-rules start: a backend
+    vif-rules knows and, on Open vSwitch, a switch that answers."""
+    items = [_backend_item(cfg, root)]
+    if _is_openvswitch(cfg, root):
+        items.extend([i for i in _ovs_items(cfg, root, True) if i["item"] in (
+            "ovs-vsctl tool", "ovs-ofctl tool", "Open vSwitch database")])
+    _refuse_first(items)
 
 
-def require_ready(cfg, root="/", run_commands=True):
-    """Raise HostNotReady(what, how) unless setup_host can protect this host.
-
-    The openvswitch backend comes first; then the first missing item, with
-    the pack component or setting that provides it.  The sysctls are not
-    required here: setup_host sets them.  Returns the items otherwise.
-    """
-    items = check(cfg, root, run_commands)
-    for item in items:
-        if item["item"] == "network backend" and item["state"] == MISSING:
-            raise HostNotReady("network backend: %s" % item["detail"], SWITCH_HOW)
+def _refuse_first(items):
     missing = not_ready(items, for_setup=True)
     if missing:
         item = missing[0]
         raise HostNotReady("%s: %s" % (item["item"], item["detail"]),
                            "provided by %s" % item["provided_by"])
+
+
+def require_ready(cfg, root="/", run_commands=True):
+    """Raise HostNotReady(what, how) unless setup_host can protect this host.
+
+    The first missing item (the backend comes first), with the pack
+    component or setting that provides it.  The sysctls are not required
+    here: setup_host sets them.  Returns the items otherwise.
+    """
+    items = check(cfg, root, run_commands)
+    _refuse_first(items)
     return items

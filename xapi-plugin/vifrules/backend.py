@@ -1,0 +1,72 @@
+"""Which network backend this host runs, and the engine for it.
+
+XenServer decides it as here: /etc/xensource/network.conf says 'bridge' or
+'openvswitch' ('vswitch' on older releases); from 6.5 a XenServer host (its
+inventory file present) without network.conf runs Open vSwitch when the
+kernel module is loaded. Anything else is a plain Linux bridge host. The
+configuration key BACKEND (auto, bridge, openvswitch) overrides the detection.
+"""
+
+import os
+
+from vifrules.errors import ConfigError
+
+BRIDGE, OPENVSWITCH, AUTO = "bridge", "openvswitch", "auto"
+CHOICES = (AUTO, BRIDGE, OPENVSWITCH)
+OVS_MODULE = "/sys/module/openvswitch"
+_NAMES = {"bridge": BRIDGE, "openvswitch": OPENVSWITCH, "vswitch": OPENVSWITCH}
+
+
+def _read(path):
+    try:
+        handle = open(path)
+    except IOError:
+        return None
+    try:
+        return handle.read().strip()
+    finally:
+        handle.close()
+
+
+def detect(cfg, root="/"):
+    """(backend, how it was told): BRIDGE or OPENVSWITCH, or (None, why)."""
+    path = cfg.get("XENSOURCE_NETWORK_CONF")
+    text = _read(_under(root, path))
+    if text is not None:
+        if text in _NAMES:
+            return _NAMES[text], "%s says %s" % (path, text)
+        return None, "unrecognised backend %r in %s" % (text, path)
+    inventory = cfg.get("XENSOURCE_INVENTORY")
+    if os.path.exists(_under(root, inventory)) and os.path.isdir(_under(root, OVS_MODULE)):
+        return OPENVSWITCH, "no %s; %s is loaded" % (path, OVS_MODULE)
+    return BRIDGE, "no %s, and no %s with %s" % (path, inventory, OVS_MODULE)
+
+
+def _under(root, path):
+    if not root or root == "/":
+        return path
+    return os.path.join(root, path.lstrip("/"))
+
+
+def chosen(cfg, root="/"):
+    """(backend, how it was told), the configuration first."""
+    wanted = cfg.get("BACKEND")
+    if wanted not in CHOICES:
+        raise ConfigError(cfg.path or "-", "BACKEND",
+                          "expected one of %s, not %r" % (", ".join(CHOICES), wanted))
+    if wanted != AUTO:
+        return wanted, "BACKEND=%s in the configuration" % wanted
+    return detect(cfg, root)
+
+
+def engine_for(cfg, log=None, log_error=None):
+    """engine.Engine on a bridge host, ovs.OvsEngine on an Open vSwitch host
+    (imported only then: the vif hook must start fast)."""
+    backend = chosen(cfg)[0]
+    if backend == OPENVSWITCH:
+        from vifrules.ovs import OvsEngine
+        return OvsEngine(cfg, log, log_error)
+    from vifrules.engine import Engine
+    if log_error is None:
+        return Engine(cfg, log)
+    return Engine(cfg, log, log_error)

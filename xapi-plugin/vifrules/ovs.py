@@ -1,0 +1,358 @@
+"""The Open vSwitch backend: the operations of engine.Engine, as OpenFlow flows.
+
+What is wanted lives in the state directory (the same records as the bridge
+backend); what is in force is the switch itself (its flows, by cookie). Every
+change runs under the same lock and is one 'ovs-ofctl --bundle' transaction
+per bridge: it swaps a VIF's flows atomically, so no frame passes while it
+runs and a rejected flow leaves nothing half-done. A VIF's port is found by
+name, on whatever bridge it is (one ovs-vsctl run reads every bridge, port
+and port number at once). Flows whose cookie is not ours are never touched.
+"""
+
+import re
+
+from vifrules import openflow, policy
+from vifrules.errors import InvalidArgument
+from vifrules.ruleset import sorted_vifs
+from vifrules.runner import Lock, locked, run
+from vifrules.state import StateDir
+
+OVS_VSCTL, OVS_OFCTL = "ovs-vsctl", "ovs-ofctl"
+GUEST_KINDS = ("vif", "tap")
+BACKEND_NAME = "openflow"
+
+
+class Switch(object):
+    """Bridges, their interfaces and port numbers, as ovs-vsctl lists them."""
+
+    def __init__(self, bridges, where):
+        self.bridges = bridges  # names, sorted
+        self.where = where  # interface name -> (bridge, ofport)
+
+    def port(self, name):
+        """(bridge, ofport) of an interface, or None if it is on no bridge
+        or has no port number (yet)."""
+        return self.where.get(name)
+
+    def ports_on(self, bridge, names):
+        result = []
+        for name in names:
+            found = self.where.get(name)
+            if found is not None and found[0] == bridge:
+                result.append(found[1])
+        return result
+
+    def managed(self, trusted):
+        """The bridges vif-rules keeps: those with a guest port or a trusted uplink."""
+        result = []
+        for name, (bridge, ofport) in self.where.items():
+            if (name[:3] in GUEST_KINDS or name in trusted) and bridge not in result:
+                result.append(bridge)
+        result.sort()
+        return result
+
+
+def _csv_rows(text):
+    rows = []
+    for line in text.splitlines():
+        if line.strip():
+            rows.append([cell.strip().strip('"') for cell in line.split(",")])
+    return rows
+
+
+def parse_listing(text):
+    """The output of LIST_ARGS -> Switch. Three tables, each row ending
+    where the next table's rows begin (they differ in their first cell)."""
+    sections = text.split("\n\n")
+    if len(sections) < 3:
+        raise InvalidArgument("ovs-vsctl", text[:200], "unexpected listing")
+    bridges, ports, interfaces = [_csv_rows(s) for s in sections[:3]]
+    bridge_of_port = {}
+    names = []
+    for row in bridges:
+        names.append(row[0])
+        for uuid in row[1].split():
+            bridge_of_port[uuid] = row[0]
+    bridge_of_interface = {}
+    for row in ports:
+        if row[0] in bridge_of_port:
+            for uuid in row[2].split():
+                bridge_of_interface[uuid] = bridge_of_port[row[0]]
+    where = {}
+    for row in interfaces:
+        uuid, name, ofport = row[0], row[1], row[2]
+        if uuid in bridge_of_interface and ofport.isdigit() and int(ofport) > 0:
+            where[name] = (bridge_of_interface[uuid], int(ofport))
+    names.sort()
+    return Switch(names, where)
+
+
+LIST_ARGS = ["--format=csv", "--data=bare", "--no-headings", "--",
+             "--columns=name,ports", "list", "Bridge", "--",
+             "--columns=_uuid,name,interfaces", "list", "Port", "--",
+             "--columns=_uuid,name,ofport", "list", "Interface"]
+
+_FLOW_LINE = re.compile(r"cookie=(0x[0-9a-f]+).*?table=(\d+), n_packets=(\d+).*?"
+                        r"priority=(\d+)(,[^ ]*)? actions=")
+
+
+def parse_flows(text):
+    """dump-flows text -> [(cookie, table, packets, priority, match)]."""
+    result = []
+    for line in text.splitlines():
+        found = _FLOW_LINE.search(line)
+        if found:
+            cookie, table, packets, priority, match = found.groups()
+            result.append((int(cookie, 16), int(table), int(packets), int(priority),
+                           (match or ",")[1:]))
+    return result
+
+
+class OvsEngine(object):
+    def __init__(self, config, log=None, log_error=None):
+        self.config = config
+        self.state = StateDir(config.state_dir)
+        self.log = log or (lambda message: None)
+        self.log_error = log_error or (lambda error: None)
+
+    def _lock(self):
+        return Lock(self.config.lock_file, self.config.lock_timeout)
+
+    # ------------------------------------------------------------ the switch
+
+    def _switch(self):
+        return parse_listing(run([OVS_VSCTL] + LIST_ARGS)[1])
+
+    def _transaction(self, bridge, text):
+        """One atomic change of a bridge's flows."""
+        run([OVS_OFCTL, "--bundle", "add-flows", bridge, "-"], text)
+
+    def _trusted(self, trusted=None):
+        if trusted is not None:
+            return trusted
+        read = getattr(self.state, "read_trusted", None)  # the lead's record, if there
+        if read is not None:
+            recorded = read()
+            if recorded is not None:
+                return recorded
+        return self.config.trusted_interfaces
+
+    def _records(self):
+        """[(VifName, Policy)] of every VIF on record, sorted."""
+        result = []
+        for vif in sorted_vifs(self.state.names()):
+            nic = self.state.read(vif.name)
+            if nic is not None:
+                result.append((vif, policy.guest_policy(nic)))
+        return result
+
+    def _host_flows(self, switch, bridge, trusted):
+        return openflow.host_flows(switch.ports_on(bridge, trusted))
+
+    def _members(self, switch, bridge, records):
+        members = []
+        for vif, guest in records:
+            found = switch.port(vif.name)
+            if found is not None and found[0] == bridge:
+                members.append((found[1], guest))
+        return members
+
+    # ------------------------------------------------------------ one VIF
+
+    def apply_vif(self, vif, nic):
+        """Protect vif with the addresses of nic, replacing whatever it had."""
+        return locked(self._lock(), self._apply_vif, vif, nic)
+
+    def _apply_vif(self, vif, nic):
+        previous = self.state.read(vif.name)
+        self.state.write(vif.name, nic)
+        try:
+            switch = self._switch()
+            found = switch.port(vif.name)
+            if found is None:
+                self.log("%s is on no Open vSwitch bridge yet: its flows come with "
+                         "its port (sync)" % vif)
+            else:
+                self._swap(switch, found[0], found[1], vif, policy.guest_policy(nic))
+        except Exception:
+            # Fail closed: the guest keeps no access rather than a half state.
+            self.state.remove(vif.name)
+            self._remove_flows(vif, best_effort=True)
+            raise
+        self.log("applied %s mac=%s ipv4=%s ipv6=%s (was %s)" % (
+            vif, nic.mac, ",".join(nic.ipv4) or "-", ",".join(nic.ipv6) or "-",
+            (previous and "protected") or "new"))
+        return {"vif": vif.name, "replaced": previous is not None}
+
+    def _swap(self, switch, bridge, ofport, vif, guest):
+        """One transaction: vif's flows (none if guest is None), the bridge's
+        host flows and its delivery flows as the records now say."""
+        members = self._members(switch, bridge, self._records())
+        text = openflow.vif_bundle(vif, ofport, guest,
+                                   self._host_flows(switch, bridge, self._trusted()),
+                                   openflow.shared_flows(members))
+        self._transaction(bridge, text)
+
+    def teardown_vif(self, vif):
+        return locked(self._lock(), self._teardown_vif, vif)
+
+    def _teardown_vif(self, vif):
+        known = self.state.read(vif.name)
+        self.state.remove(vif.name)
+        self._remove_flows(vif, best_effort=False)
+        self.log("tore down %s%s" % (vif, (known is None and " (was not on record)") or ""))
+        return {"vif": vif.name, "was_protected": known is not None}
+
+    def _remove_flows(self, vif, best_effort):
+        """vif's flows go from its bridge, or from every bridge of ours when
+        its port is gone (its flows stay on the bridge it was on)."""
+        try:
+            switch = self._switch()
+            found = switch.port(vif.name)
+            if found is not None:
+                bridges = [found[0]]
+            else:
+                bridges = switch.managed(self._trusted())
+            for bridge in bridges:
+                ofport = (found is not None and found[1]) or None
+                self._swap(switch, bridge, ofport, vif, None)
+        except Exception:
+            if not best_effort:
+                raise
+
+    # ------------------------------------------------------------ the host
+
+    def setup_host(self, trusted=None):
+        """The pipeline plus every VIF on record on every bridge of ours; idempotent."""
+        trusted = self._trusted(trusted)
+        return locked(self._lock(), self._setup_host, trusted)
+
+    def _setup_host(self, trusted):
+        switch = self._switch()
+        records = self._records()
+        report, protected = {}, []
+        for bridge in switch.managed(trusted):
+            before = parse_flows(run([OVS_OFCTL, "dump-flows", bridge])[1])
+            members = self._members(switch, bridge, records)
+            vif_flows, wanted = [], {}
+            for vif, guest in records:
+                found = switch.port(vif.name)
+                if found is not None and found[0] == bridge:
+                    vif_flows.append(openflow.vif_flows(vif, guest, found[1]))
+                    wanted[vif.name] = 1
+                    protected.append(vif.name)
+            removed = {}
+            for cookie, table, packets, priority, match in before:
+                name = openflow.vif_of_cookie(cookie)
+                if name is not None and name not in wanted:
+                    removed[name] = 1
+            removed = list(removed.keys())
+            removed.sort()
+            self._transaction(bridge, openflow.bridge_bundle(
+                self._host_flows(switch, bridge, trusted), openflow.shared_flows(members),
+                vif_flows))
+            report["%s/%s" % (BACKEND_NAME, bridge)] = {"removed": removed, "hooked": []}
+        protected.sort()
+        write = getattr(self.state, "write_trusted", None)
+        if write is not None:
+            write(trusted)
+        self.log("host flows in force on %s; trusted uplinks: %s" % (
+            " ".join(switch.managed(trusted)) or "no bridge", " ".join(trusted) or "none"))
+        return {"vifs": protected, "tables": report}
+
+    def stop_host(self):
+        """Remove every flow of ours: the bridges forward as without vif-rules."""
+        return locked(self._lock(), self._stop_host)
+
+    def _stop_host(self):
+        for bridge in self._switch().bridges:
+            self._transaction(bridge, openflow.delete_line(openflow.COOKIE_PREFIX,
+                                                           openflow.COOKIE_MASK) + "\n")
+        self.log("host flows removed: the forward path is OPEN")
+
+    # ------------------------------------------------------------ reconciling
+
+    def sync(self, running, trusted=None):
+        """As engine.Engine.sync: running maps each running VIF's name to
+        (VifName, NicAddresses or None); one transaction per bridge rebuilds
+        all, so it also re-protects every VIF after a flush of the flows."""
+        trusted = self._trusted(trusted)
+        return locked(self._lock(), self._sync, running, trusted)
+
+    def _sync(self, running, trusted):
+        removed = []
+        for vif in self.state.names():
+            if vif.name not in running:
+                self.state.remove(vif.name)
+                removed.append(vif.name)
+        applied, unchanged, without_data = [], [], []
+        names = list(running.keys())
+        names.sort()
+        for name in names:
+            vif, nic = running[name]
+            known = self.state.read(name)
+            if nic is None:
+                if known is None:
+                    without_data.append(name)
+                else:
+                    unchanged.append(name)
+            elif known == nic:
+                unchanged.append(name)
+            else:
+                self.state.write(name, nic)
+                applied.append(name)
+        result = self._setup_host(trusted)
+        removed_flows = []
+        for report in result["tables"].values():
+            removed_flows.extend(report["removed"])
+        self.log("sync: removed %s; applied %s; unchanged %d; without data %s" % (
+            ",".join(removed) or "-", ",".join(applied) or "-", len(unchanged),
+            ",".join(without_data) or "-"))
+        return {"removed": removed, "applied": applied, "unchanged": unchanged,
+                "without_data": without_data, "removed_chains": removed_flows,
+                "protected": result["vifs"]}
+
+    # ------------------------------------------------------------ reporting
+
+    def status(self):
+        """What is in force, read from the switch: one dump per bridge of ours."""
+        missing = []
+        switch = self._switch()
+        trusted = self._trusted()
+        flows = {}
+        for bridge in switch.managed(trusted):
+            status, text = run([OVS_OFCTL, "dump-flows", bridge], None, False)[:2]
+            if status != 0:
+                missing.append("%s/%s: cannot read the flows" % (BACKEND_NAME, bridge))
+                continue
+            flows[bridge] = parse_flows(text)
+            if not [f for f in flows[bridge] if f[0] == openflow.HOST_COOKIE]:
+                missing.append("%s/%s: the host flows are gone" % (BACKEND_NAME, bridge))
+        vifs = []
+        for vif, guest in self._records():
+            entry = guest.nic.to_dict()
+            entry["vif"] = vif.name
+            entry["dropped"] = {}
+            found = switch.port(vif.name)
+            if found is not None and found[0] in flows:
+                own = [f for f in flows[found[0]] if f[0] == openflow.vif_cookie(vif)]
+                if not own:
+                    missing.append("%s/%s: %s is on record but its flows are gone"
+                                   % (BACKEND_NAME, found[0], vif))
+                entry["dropped"] = _drop_counters(own)
+            vifs.append(entry)
+        return {"protected": not missing, "missing": missing, "trusted": trusted,
+                "vifs": vifs}
+
+
+def _drop_counters(own):
+    """{direction: {'openflow': packets dropped by the VIF's closing flow}}."""
+    counts = {}
+    for cookie, table, packets, priority, match in own:
+        if priority != openflow.PORT_PRIORITY:
+            continue
+        if table == openflow.ALLOW:
+            counts["from_guest"] = {BACKEND_NAME: packets}
+        elif table == openflow.EGRESS:
+            counts["to_guest"] = {BACKEND_NAME: packets}
+    return counts
