@@ -37,6 +37,44 @@ wait = wait % (sys.argv[1], sys.argv[1], sys.argv[1])
 results = run_all([(["sh", "-c", wait, "a", "b"], None), (["sh", "-c", wait, "b", "a"], None)],
                   check=False)
 print("parallel %s" % ([r[0] for r in results] == [0, 0]))
+import time
+from vifrules.errors import CommandTimeout
+from vifrules.runner import Lock, TIMED_OUT
+started = time.time()
+try:
+    run(["sleep", "5"], timeout=0.5)
+    print("timeout False")
+except CommandTimeout:
+    print("timeout %s" % (time.time() - started < 2))
+status = run(["sleep", "5"], check=False, timeout=0.3)[0]
+print("timeout-status %s" % (status == TIMED_OUT))
+lock = Lock(os.path.join(sys.argv[1], "the-lock"), 5)
+lock.acquire()
+held = run(["sh", "-c", "ls -l /proc/$$/fd"])[1]
+print("inherits-lock %s" % ("the-lock" in held))
+lock.release()
+free = run(["sh", "-c", "ls -l /proc/$$/fd"])[1]
+print("released %s" % ("the-lock" not in free))
+# A child that outlives its caller keeps the lock until it ends.
+lock.acquire()
+pid = os.fork()
+if pid == 0:
+    run_all([(["sleep", "1"], None)])
+    os._exit(0)
+time.sleep(0.2)
+os.kill(pid, 9)
+os.waitpid(pid, 0)
+lock.release()
+other = Lock(os.path.join(sys.argv[1], "the-lock"), 0.3)
+try:
+    other.acquire()
+    print("orphan-holds False")
+except Exception:
+    print("orphan-holds True")
+time.sleep(1.2)
+other = Lock(os.path.join(sys.argv[1], "the-lock"), 1)
+other.acquire()
+print("then-free True")
 '''
 
 
@@ -51,5 +89,6 @@ def test_runner_under_each_dom0_python(version, tmp_path):
     assert probe.returncode == 0, probe.stderr
     lines = probe.stdout.split("\n")[:-1]
     assert [line.split()[0] for line in lines] == [
-        "cat", "stderr", "missing", "raised", "fds", "parallel"]
+        "cat", "stderr", "missing", "raised", "fds", "parallel", "timeout", "timeout-status",
+        "inherits-lock", "released", "orphan-holds", "then-free"]
     assert all(line.endswith(" True") for line in lines), lines

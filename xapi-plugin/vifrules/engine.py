@@ -17,7 +17,7 @@ from vifrules import ruleset
 from vifrules.compat import current_exception
 from vifrules.errors import CommandFailed, HostNotReady, StateError, VifRulesError
 from vifrules.render import Batch, SavedTable, parse_save, restore_text
-from vifrules.runner import Lock, locked, run, run_all
+from vifrules.runner import Lock, failure, locked, run, run_all
 from vifrules.state import HOST, StateDir
 
 CONTEXT_LINES = 5  # restore input lines logged on each side of a failing one
@@ -58,7 +58,8 @@ class Engine(object):
         failures = {}
         for family, text, command, result in zip(families, texts, commands, results):
             if result[0] != 0:
-                failures[family] = _restore_failure(command[0], text, result)
+                failures[family] = _restore_failure(command[0], text, result,
+                                                    self.config.command_timeout)
         if check and failures:
             raise failures[families[[f in failures for f in families].index(True)]]
         return failures
@@ -71,12 +72,11 @@ class Engine(object):
         results = run_all(commands, False, self.config.command_timeout)
         saved, failures = {}, {}
         for family, command, result in zip(families, commands, results):
-            status, out, err = result
             try:
-                if status != 0:
-                    raise CommandFailed(" ".join(command[0]), str(status), err.strip()[-2000:])
-                saved[family] = _parse_dump(family, command[0], out)
-            except CommandFailed:
+                if result[0] != 0:
+                    raise failure(command[0], result, self.config.command_timeout)
+                saved[family] = _parse_dump(family, command[0], result[1])
+            except VifRulesError:
                 failures[family] = current_exception()
         return saved, failures
 
@@ -95,6 +95,14 @@ class Engine(object):
         if recorded is not None:
             return recorded
         return self.config.trusted_interfaces
+
+    def _repair(self, left_behind, exclude=()):
+        """Redo: rebuild from the records what unfinished operations may
+        have left half done (the whole host if one of them was host-wide)."""
+        self.log("repairing after an unfinished operation on %s" % ", ".join(left_behind))
+        if HOST in left_behind:
+            return self._setup_host(None, self._wanted(exclude))
+        return self._reconcile(self._trusted(), exclude)
 
     def _left_behind(self):
         """Marks of operations that did not finish: the kernel may not match
@@ -118,9 +126,7 @@ class Engine(object):
         self.state.write(vif.name, nic)
         try:
             if left_behind:
-                self.log("repairing after an unfinished operation on %s"
-                         % ", ".join(left_behind))
-                self._reconcile(self._trusted())
+                self._repair(left_behind)
             else:
                 try:
                     self._restore_families([
@@ -203,19 +209,19 @@ class Engine(object):
         state_error = None
         try:
             self.state.mark_pending(vif.name)
-            known = self.state.read(vif.name) is not None
         except StateError:
             state_error = current_exception()
-            known = True  # unreadable: assume it was protected
+        try:
+            known = self.state.read(vif.name) is not None
+        except StateError:
+            self.log_error(current_exception())
+            known = True  # unreadable, so it was protected: it goes all the same
         try:
             self.state.remove(vif.name)
         except StateError:
             state_error = current_exception()
         if left_behind or state_error is not None:
-            self.log("repairing after an unfinished operation on %s"
-                     % ", ".join(left_behind or [vif.name]))
-            present = self._reconcile(self._trusted(), exclude=[vif.name])["present"]
-            present = vif.name in present
+            present = vif.name in self._repair(left_behind or [vif.name], [vif.name])["present"]
         else:
             present = self._remove_from_kernel(vif)
         if state_error is not None:
@@ -325,8 +331,17 @@ class Engine(object):
             batches.append(batch)
         try:
             self._restore_families([(family, batches)])
+            return
         except VifRulesError:
             self.log_error(current_exception())
+        # The restore tool is what fails: the plain tool may still work.
+        for batch in batches:
+            for builtin, policy in batch.policies.items():
+                try:
+                    self._run([self.config.tool(family), "-t", batch.table, "-P",
+                               builtin, policy])
+                except VifRulesError:
+                    self.log_error(current_exception())
 
     def _set_sysctls(self):
         base = self.config.get("PROC_SYS")
@@ -599,9 +614,9 @@ class Engine(object):
         for family, command, result in zip(families, commands, results):
             try:
                 if result[0] != 0:
-                    raise CommandFailed(" ".join(command[0]), str(result[0]), result[2])
+                    raise failure(command[0], result, self.config.command_timeout)
                 saved = _parse_dump(family, command[0], result[1])
-            except CommandFailed:
+            except VifRulesError:
                 missing.append("%s: cannot read the tables" % family)
                 continue
             dumps[family] = result[1]
@@ -672,11 +687,11 @@ def _parse_dump(family, argv, text):
     return tables
 
 
-def _restore_failure(argv, text, result):
-    """The CommandFailed of a restore run, with the input lines around the
-    one the tool names (context), as Neutron's _log_restore_err logs them."""
-    status, out, err = result
-    error = CommandFailed(" ".join(argv), str(status), err.strip()[-2000:])
+def _restore_failure(argv, text, result, timeout):
+    """The error of a restore run, with the input lines around the one the
+    tool names (context), as Neutron's _log_restore_err logs them."""
+    err = result[2]
+    error = failure(argv, result, timeout)
     lines = text.split("\n")
     failing = _failing_line(err)
     if failing is None:

@@ -31,6 +31,8 @@ DEFAULT_TIMEOUT = 30.0
 # ends it: normally the caller kills it first and says why.
 ALARM_GRACE = 5
 
+TIMED_OUT = "timeout"  # the status of a command killed at its deadline
+
 # Descriptors every child keeps open across exec: the lock while it is held.
 _inherited = []
 
@@ -248,7 +250,9 @@ def _finish(process, deadline):
             process.timed_out = True
             os.kill(process.pid, signal.SIGKILL)
             status = _retry(os.waitpid, process.pid, 0)[1]
-        if os.WIFEXITED(status):
+        if process.timed_out:
+            process.status = TIMED_OUT
+        elif os.WIFEXITED(status):
             process.status = os.WEXITSTATUS(status)
         else:
             process.status = 128 + os.WTERMSIG(status)
@@ -263,7 +267,7 @@ def run_all(commands, check=True, timeout=DEFAULT_TIMEOUT):
     (status, stdout, stderr) in order. With check, the first that failed
     raises CommandFailed (CommandTimeout if it ran out of time), after every
     one has ended. A command that could not be started counts as failed
-    with status 127; one killed at the deadline, with 137."""
+    with status 127; one killed at the deadline has status TIMED_OUT."""
     processes = []
     deadline = time.time() + timeout
     try:
@@ -276,12 +280,16 @@ def run_all(commands, check=True, timeout=DEFAULT_TIMEOUT):
         results = [_finish(process, deadline) for process in processes]
     if check:
         for process, (status, out, err) in zip(processes, results):
-            if process.timed_out:
-                raise CommandTimeout(" ".join(process.argv), "%g" % timeout)
             if status != 0:
-                raise CommandFailed(" ".join(process.argv), str(status),
-                                    err.strip()[-STDERR_LIMIT:])
+                raise failure(process.argv, (status, out, err), timeout)
     return results
+
+
+def failure(argv, result, timeout):
+    """The error of a command that ended with result (status, out, err)."""
+    if result[0] == TIMED_OUT:
+        return CommandTimeout(" ".join(argv), "%g" % timeout)
+    return CommandFailed(" ".join(argv), str(result[0]), result[2].strip()[-STDERR_LIMIT:])
 
 
 def run(argv, stdin_text=None, check=True, timeout=DEFAULT_TIMEOUT):
