@@ -164,6 +164,11 @@ def host_rules_main(argv, stdout=None, stderr=None):
                 _write(stdout, line)
             return (not readiness.is_ready(items)) and 1 or 0
         status = engine.status()
+        hook = status.get("hook")
+        if hook:
+            _write(stdout, "host-rules: vif script %s: %s%s" % (
+                hook["script"], hook["state"],
+                (hook["generation"] and " (generation %s)" % hook["generation"]) or ""))
         if status["protected"]:
             _write(stdout, "host-rules: protected; %d VIF(s) on record; trusted uplinks: %s"
                    % (len(status["vifs"]), " ".join(status["trusted"]) or "none"))

@@ -647,8 +647,9 @@ class Engine(object):
             entry["vif"] = vif.name
             entry["dropped"] = _drop_counters(dumps, vif.name)
             vifs.append(entry)
+        from vifrules.vifpatch import hook_state  # status only: events must start fast
         return {"protected": not missing, "missing": missing,
-                "trusted": trusted, "vifs": vifs}
+                "trusted": trusted, "vifs": vifs, "hook": hook_state()}
 
     def _table_missing(self, family, table, saved, members):
         missing = []
