@@ -11,7 +11,8 @@ TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOM0_FILES = sorted(
     glob.glob(os.path.join(TOP, "xapi-plugin", "vifrules", "*.py")) +
     [os.path.join(TOP, "xapi-plugin", "vif_rules.py"),
-     os.path.join(TOP, "host-rules", "host_rules.py")] +
+     os.path.join(TOP, "host-rules", "host_rules.py"),
+     os.path.join(TOP, "patches", "vif-patch")] +
     [p for p in [os.path.join(TOP, "xapi-plugin", "vif_rules"),
                  os.path.join(TOP, "tests", "xapi_standin", "XenAPIPlugin.py")]
      if os.path.exists(p)])
