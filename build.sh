@@ -1,6 +1,7 @@
 #!/bin/bash
 # vif-rules build driver.
-#   ./build.sh            build the supplemental pack into out/
+#   ./build.sh            build both packs into out/: the legacy ISO (5.x-7.0) and the update ISO (7.1+, XCP-ng)
+#   ./build.sh --sign-key KEYID     the same, the update ISO signed with that gpg key
 #   ./build.sh --kernel-srpm FILE   the same, with the vendor dom0 kernel rebuilt
 #   ./build.sh test       install test dependencies (apt + venv) and run the whole suite
 #   ./build.sh demo       one-minute demo on a throwaway namespace bridge
@@ -12,7 +13,8 @@ VENV=${VENV:-$TOP/.venv}
 
 APT_TEST_PACKAGES="iptables ebtables arptables iproute2 iputils-ping iperf3 tcpdump rpm genisoimage
   cpio file binutils kmod procps python3 python3-venv gcc make curl ca-certificates
-  rpm2cpio perl strace openvswitch-switch ethtool"
+  rpm2cpio perl strace createrepo-c rpmlint gnupg dnf xorriso busybox-static
+  openvswitch-switch ethtool"
 
 need_root() {
     if [ "$(id -u)" != 0 ]; then echo "build.sh $1: run as root" >&2; exit 1; fi
@@ -52,21 +54,25 @@ make_venv() {
 }
 
 build_pack() {
-    local kernel_srpm=""
+    local kernel_srpm="" sign_key=""
     while [ $# -gt 0 ]; do
         case "$1" in
+            --sign-key) sign_key=${2:?--sign-key needs a gpg key id}; shift 2 ;;
+            --sign-key=*) sign_key=${1#--sign-key=}; shift ;;
             --kernel-srpm) kernel_srpm=${2:?--kernel-srpm needs a file}; shift 2 ;;
             --kernel-srpm=*) kernel_srpm=${1#--kernel-srpm=}; shift ;;
             *) echo "build.sh: unknown option $1" >&2; exit 2 ;;
         esac
     done
-    apt_install rpm genisoimage python3
+    apt_install rpm genisoimage python3 createrepo-c rpmlint gnupg dnf xorriso
     mkdir -p "$OUT"
     "$TOP/rpm/build-userspace.sh" "$OUT"
     if [ -n "$kernel_srpm" ]; then
         python3 "$TOP/rpm/kernel/rebuild-kernel-srpm.py" --srpm "$kernel_srpm" --out "$OUT"
     fi
     "$TOP/pack/build-pack.sh" "$OUT"
+    "$TOP/pack/build-update.sh" "$OUT" ${sign_key:+--sign-key "$sign_key"}
+    "$TOP/pack/lint.sh" "$OUT"
     echo "build.sh: artefacts in $OUT"
 }
 
@@ -75,7 +81,7 @@ case "$cmd" in
     build|pack)
         shift || true
         build_pack "$@" ;;
-    --kernel-srpm*)
+    --kernel-srpm*|--sign-key*)
         build_pack "$@" ;;
     test)
         shift
@@ -94,5 +100,5 @@ case "$cmd" in
         make_venv
         exec "$VENV/bin/python" "$TOP/tests/bench/bench.py" "$@" ;;
     *)
-        sed -n '2,8p' "$0" >&2; exit 2 ;;
+        sed -n '2,9p' "$0" >&2; exit 2 ;;
 esac

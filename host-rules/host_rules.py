@@ -1,4 +1,4 @@
-#!/usr/bin/env python
+#!/usr/bin/python
 """host-rules start|stop|restart|status|check [TRUSTED_INTERFACES]"""
 
 import os

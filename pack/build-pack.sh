@@ -1,31 +1,31 @@
 #!/bin/bash
-# Build the vif-rules supplemental pack (legacy layout, XenServer 5.x-6.x):
+# Build the vif-rules product RPM and the legacy supplemental pack
+# (XenServer 5.x-7.0, installed with xe-install-supplemental-pack):
 #   pack/build-pack.sh OUTDIR
 # OUTDIR may already hold the i686 ebtables/arptables RPMs (rpm/build-userspace.sh)
 # and rebuilt kernel RPMs (rpm/kernel/rebuild-kernel-srpm.py); they go in too.
-# Writes OUTDIR/vif-rules-<version>.noarch RPM and OUTDIR/vif-rules-<version>.iso.
+# Writes OUTDIR/vif-rules-<version>-<build>.noarch.rpm and OUTDIR/vif-rules-<version>.iso.
+# PACK_BUILD sets the RPM release (default 1); SOURCE_DATE_EPOCH (default: the
+# last commit's time) makes two builds of one commit give the same RPM bytes.
 set -eu
 PACKDIR=$(cd "$(dirname "$0")" && pwd)
 TOP=$(cd "$PACKDIR/.." && pwd)
 [ $# -eq 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
 mkdir -p "$1"
 OUT=$(cd "$1" && pwd)
-VERSION=$(sed -n 's/^VERSION = "\(.*\)"$/\1/p' "$TOP/xapi-plugin/vifrules/__init__.py")
-BUILD=${PACK_BUILD:-1}
-[ -n "$VERSION" ] || { echo "build-pack: no VERSION in vifrules/__init__.py" >&2; exit 1; }
+. "$PACKDIR/common.sh"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 # The product RPM, from the files of this checkout.
 mkdir -p "$work/rpmbuild/SOURCES" "$work/src/vif-rules-$VERSION"
-(cd "$TOP" && tar cf - --exclude=__pycache__ --exclude='*.pyc' xapi-plugin host-rules) |
+(cd "$TOP" && tar cf - --exclude=__pycache__ --exclude='*.pyc' xapi-plugin host-rules patches \
+    rpm/host-rules.service rpm/vif-rules-lifecycle.in) |
     (cd "$work/src/vif-rules-$VERSION" && tar xf -)
 tar czf "$work/rpmbuild/SOURCES/vif-rules-$VERSION.tar.gz" -C "$work/src" "vif-rules-$VERSION"
-rpmbuild -bb --quiet --define "_topdir $work/rpmbuild" --define "version $VERSION" \
-    --define "release $BUILD" "$TOP/rpm/vif-rules.spec" >/dev/null
-product=$(find "$work/rpmbuild/RPMS" -name "vif-rules-$VERSION-$BUILD.noarch.rpm")
-cp "$product" "$OUT/"
+rpmbuild_quiet "$work/rpmbuild" "$TOP/rpm/vif-rules.spec"
+cp "$work/rpmbuild/RPMS/noarch/vif-rules-$VERSION-$BUILD.noarch.rpm" "$OUT/"
 
 # The pack: RPMs plus metadata at the root of an ISO.
 stage="$work/pack"

@@ -35,3 +35,19 @@ def bed(request, tmp_path, require_netns):
 def legacy_bed(tmp_path, require_netns):
     with netbed.NetBed(str(tmp_path), backend="legacy") as test_bed:
         yield test_bed
+
+
+@pytest.fixture(scope="session")
+def userspace_rpms(tmp_path_factory):
+    """The pack's i686 ebtables/arptables RPMs (rpm/build-userspace.sh), built
+    once for every test that installs the pack."""
+    import glob
+    import subprocess
+    if os.geteuid() != 0:
+        pytest.skip("building the userspace RPMs installs build tools with apt: needs root")
+    out = tmp_path_factory.mktemp("userspace-rpms")
+    top = os.path.dirname(TESTS)
+    result = subprocess.run([os.path.join(top, "rpm", "build-userspace.sh"), str(out)],
+                            capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sorted(glob.glob(str(out / "*.i686.rpm")))
