@@ -175,9 +175,16 @@ class Host(object):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               universal_newlines=True, timeout=60)
 
-    def store(self, mode):
+    def _setup(self, mode):
+        _write(self.root + "/etc/xensource/network.conf", (mode + "\n").encode(), 0o644)
+        module = self.root + "/sys/module/openvswitch"
+        if mode == "openvswitch" and not os.path.isdir(module):
+            os.makedirs(module)
+        if mode != "openvswitch" and os.path.isdir(module):
+            os.rmdir(module)
+
+    def _store(self, path):
         """xenstore as xapi (A-E, keyed by domid) and xenopsd (F, by VM uuid) leave it."""
-        store = self.root + "/xenstore"
         keys = {"/local/domain/5/vm": "/vm/" + VM_UUID, "/vm/%s/uuid" % VM_UUID: VM_UUID,
                 "/local/domain/5/device/vif/0/mac": "aa:00:00:00:00:05",
                 "/local/domain/0/backend/vif/5/0/bridge": "xenbr0"}
@@ -188,52 +195,64 @@ class Host(object):
                          private + "/network-uuid": "7a1f0c2d-9e8b-4c3a-b2d1-0f9e8d7c6b5a",
                          private + "/setup-vif-rules": self.root + "/usr/libexec/xenopsd/setup-vif-rules",
                          private + "/xenopsd-backend": "classic", private + "/trunks": ""})
-        _write(store, "".join("%s\t%s\n" % item for item in sorted(keys.items())).encode(), 0o644)
-        _write(self.root + "/etc/xensource/network.conf", (mode + "\n").encode(), 0o644)
-        module = self.root + "/sys/module/openvswitch"
-        if mode == "openvswitch" and not os.path.isdir(module):
-            os.makedirs(module)
-        if mode != "openvswitch" and os.path.isdir(module):
-            os.rmdir(module)
-        return store
+        _write(path, "".join("%s\t%s\n" % item for item in sorted(keys.items())).encode(), 0o644)
 
-    def run(self, script_bytes, event, kind, mode="bridge", **env_extra):
-        """Run script_bytes as udev (or xenopsd) would for event on a kind
-        device; (exit status, [recorded calls])."""
+    def _start(self, slot, script_bytes, event, kind, args, env_extra):
+        """Start script_bytes as udev (or xenopsd) would for event on a kind
+        device, in its own slot (calls, xenstore, script copies)."""
         text = script_bytes.decode("latin-1")
         pattern = r"(?<=[\s\"'=(])(%s)" % "|".join(re.escape(p) for p in SANDBOXED)
-        text = re.sub(pattern, lambda m: self.root + m.group(1), text)
-        calls = self.root + "/calls"
+        directory = "%s/run-%s" % (self.root, slot)
+        text = re.sub(pattern, lambda m: (directory + m.group(1)) if m.group(1) == VIF_REAL
+                      else self.root + m.group(1), text)
+        calls = directory + "/calls"
         if os.path.exists(calls):
             os.unlink(calls)
         env = {"PATH": self.root + "/bin:/usr/bin:/bin", "VIFTEST_CALLS": calls,
-               "VIFTEST_STORE": self.store(mode), "ACTION": event}
+               "VIFTEST_STORE": directory + "/xenstore", "ACTION": event}
+        self._store(env["VIFTEST_STORE"])
         if kind == "vif":
             env.update({"XENBUS_PATH": "backend/vif/%s/%s" % (DOMID, DEVID), "vif": "vif5.0"})
         else:
             env["INTERFACE"] = "tap5.0"
         env.update(env_extra)
+        for name in [k for k in env if env[k] is None]:
+            del env[name]
         call = GENERATIONS[self.generation]["call"]
         if call == "stub":
-            real = self.root + VIF_REAL + ".run"
-            _write(real, text.encode("latin-1"))
+            _write(directory + VIF_REAL, text.encode("latin-1"))
             stub = _read(self.root + "/usr/libexec/xenopsd/vif").decode()
-            stub = stub.replace(VIF_REAL, real)
-            runner = self.root + "/usr/libexec/xenopsd/vif.run"
+            stub = stub.replace(VIF_REAL, directory + VIF_REAL)
+            runner = directory + "/vif"
             _write(runner, stub.encode())
             argv = ["bash", runner, event, "type_if=" + kind]
         else:
-            runner = self.root + "/run-vif"
+            runner = directory + "/vif"
             _write(runner, text.encode("latin-1"))
             argv = ["bash", runner, event]
             if call == "action-type":
                 argv.append(kind)
-        done = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              timeout=60)
-        recorded = []
-        if os.path.exists(calls):
-            recorded = _read(calls).decode("latin-1").splitlines()
-        return done.returncode, recorded
+        if args is not None:
+            argv = argv[:2] + list(args)
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return process, calls, directory
+
+    def compare(self, patched, event, kind, mode="bridge", args=None, patched_env=None, **env):
+        """Run the pristine fixture and patched side by side (two slots);
+        (status, calls) of each."""
+        self._setup(mode)
+        patched_env = dict(env, **(patched_env or {}))
+        started = [self._start(0, fixture_bytes(self.generation), event, kind, args, env),
+                   self._start(1, patched, event, kind, args, patched_env)]
+        results = []
+        for process, calls, directory in started:
+            process.communicate(timeout=60)
+            recorded = []
+            if os.path.exists(calls):
+                # the slot's own directory shows in $0 only: name both alike
+                recorded = _read(calls).decode("latin-1").replace(directory, "SLOT").splitlines()
+            results.append((process.returncode, recorded))
+        return results
 
 
 def expected_hook_calls(generation, event, kind):
@@ -294,8 +313,7 @@ CASES = [(g, e, k, "bridge") for g in sorted(GENERATIONS)
 def test_patched_script_calls_the_hook_and_keeps_every_call(patched_hosts, generation, event,
                                                             kind, mode):
     host, patched = patched_host(patched_hosts, generation)
-    status_before, before = host.run(fixture_bytes(generation), event, kind, mode)
-    status_after, after = host.run(patched, event, kind, mode)
+    (status_before, before), (status_after, after) = host.compare(patched, event, kind, mode)
     if expected_hook_calls(generation, event, kind):
         assert before, "the unpatched script ran no command at all"
     assert status_after == status_before
@@ -319,8 +337,8 @@ def test_a_failing_hook_is_logged_and_changes_nothing_else(patched_hosts, genera
     host, patched = patched_host(patched_hosts, generation)
     for event, kind in (("online", "vif"), ("remove", "vif")) + \
             ((("add", "tap"),) if "tap" in GENERATIONS[generation]["types"] else ()):
-        status_before, before = host.run(fixture_bytes(generation), event, kind)
-        status_after, after = host.run(patched, event, kind, VIFTEST_HOOK_FAIL="1")
+        (status_before, before), (status_after, after) = host.compare(
+            patched, event, kind, patched_env={"VIFTEST_HOOK_FAIL": "1"})
         assert status_after == status_before == 0
         assert [c for c in after if not is_ours(c)] == before
         logged = [shlex.split(c)[3] for c in after if c.startswith("logger -t vif-rules ")]
@@ -332,10 +350,9 @@ def test_a_failing_hook_is_logged_and_changes_nothing_else(patched_hosts, genera
 
 def test_a_missing_hook_is_logged_and_the_device_still_connects(patched_hosts):
     host, patched = patched_host(patched_hosts, "F-7.6")
-    status_before, before = host.run(fixture_bytes("F-7.6"), "online", "vif")
     os.rename(host.hook, host.hook + ".gone")
     try:
-        status_after, after = host.run(patched, "online", "vif")
+        (status_before, before), (status_after, after) = host.compare(patched, "online", "vif")
     finally:
         os.rename(host.hook + ".gone", host.hook)
     assert status_after == status_before == 0
@@ -349,8 +366,8 @@ def test_the_script_keeps_its_own_failure_status(patched_hosts):
     is still the script's exit status."""
     host, patched = patched_host(patched_hosts, "A")
     connected = "/local/domain/0/backend/vif/5/0/hotplug-status"
-    status_before, before = host.run(fixture_bytes("A"), "online", "vif", VIFTEST_FAIL_WRITE=connected)
-    status_after, after = host.run(patched, "online", "vif", VIFTEST_FAIL_WRITE=connected)
+    (status_before, before), (status_after, after) = host.compare(
+        patched, "online", "vif", VIFTEST_FAIL_WRITE=connected)
     assert status_before == 1
     assert status_after == 1
     assert hook_calls(after) == ["vif_rules.py online vif5.0"]
@@ -361,14 +378,26 @@ def test_the_port_is_torn_down_even_when_the_bridge_removal_fails(patched_hosts,
     """On 7.6+ a failed setup-vif-rules clear ends the script (handle_error):
     the hook's offline has run before it; elsewhere the failure is only logged."""
     host, patched = patched_host(patched_hosts, generation)
-    status_before, before = host.run(fixture_bytes(generation), "remove", "vif", VIFTEST_FAIL_SETUP="clear")
-    status_after, after = host.run(patched, "remove", "vif", VIFTEST_FAIL_SETUP="clear")
+    (status_before, before), (status_after, after) = host.compare(
+        patched, "remove", "vif", VIFTEST_FAIL_SETUP="clear")
     assert [c for c in before if c.startswith("setup-vif-rules ")], "the fixture must clear rules"
     assert status_after == status_before
     if generation == "F-7.6":
         assert status_before == 1
     assert hook_calls(after) == ["vif_rules.py offline vif5.0"]
     assert [c for c in after if not is_ours(c)] == before
+
+
+@pytest.mark.parametrize("generation", ["C2", "D", "E"])
+def test_move_called_by_xapi_with_ids_and_no_xenbus_path(patched_hosts, generation):
+    """xapi runs `vif move vif DOMID DEVID` itself, outside udev."""
+    host, patched = patched_host(patched_hosts, generation)
+    (status_before, before), (status_after, after) = host.compare(
+        patched, "move", "vif", args=("move", "vif", DOMID, DEVID), XENBUS_PATH=None, vif=None)
+    assert status_after == status_before == 0
+    assert hook_calls(after) == ["vif_rules.py online vif5.0"]
+    assert [c for c in after if not is_ours(c)] == before
+    assert [c for c in before if c.startswith("brctl addif")]
 
 
 # ---------------------------------------------------------------- the patch files
