@@ -155,11 +155,13 @@ class OvsBed(netbed.NetBed):
     # ------------------------------------------------------------ looking
 
     def flows(self, cookie=None):
-        """The bridge's flows without counters, sorted: equal text, equal flows."""
-        args = ["--no-stats", "--sort", "dump-flows", BRIDGE]
+        """The bridge's flows without counters, one a line, sorted: equal text,
+        equal flows."""
+        args = ["--no-stats", "dump-flows", BRIDGE]
         if cookie is not None:
             args.append("cookie=0x%x/-1" % cookie)
-        return self.ofctl(*args)
+        lines = [l.strip() for l in self.ofctl(*args).splitlines() if "actions=" in l]
+        return "\n".join(sorted(lines)) + "\n"
 
     def force_flood(self):
         """Forget every learnt MAC and cached datapath flow (see REFERENCE §9)."""
