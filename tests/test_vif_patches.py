@@ -505,7 +505,9 @@ def test_vif_patch_runs_under_each_dom0_python(host_f, version):
     python = PYTHONS[version]
     if not os.path.exists(python):
         pytest.skip("%s is not installed at %s" % (version, python))
-    pristine = _read(host_f.script)
+    # bytes that are no ASCII come back as they were
+    pristine = _read(host_f.script) + b"# caf\xe9 \xff\n"
+    _write(host_f.script, pristine)
     assert host_f.vif_patch("status", python=python).returncode == 1
     done = host_f.vif_patch("apply", "--hook", host_f.hook, python=python)
     assert done.returncode == 0, done.stderr

@@ -17,7 +17,7 @@ unified diffs.
 import os
 import sys
 
-from vifrules.compat import current_exception, to_bytes, to_text
+from vifrules.compat import current_exception, to_text
 from vifrules.errors import InvalidArgument, StateError
 from vifrules.log import syslog_logger
 from vifrules.runner import run
@@ -414,7 +414,8 @@ def _write(path, text, like=None):
     try:
         handle = open(temporary, "wb")
         try:
-            handle.write(to_bytes(text))
+            # latin-1 both ways: every byte of the script comes back as it was
+            handle.write(text.encode("latin-1"))
             handle.flush()
             os.fsync(handle.fileno())
         finally:
