@@ -150,7 +150,7 @@ def vif_flows(vif, guest, ofport):
     return flows
 
 
-def _delivery_keys(guest):
+def delivery_keys(guest):
     """The DELIVER matches that lead to this guest: its MAC (unicast) and
     the broadcast or multicast its TO allows name."""
     keys = [(UNICAST_PRIORITY, "dl_dst=%s" % guest.nic.mac)]
@@ -167,29 +167,57 @@ def _delivery_keys(guest):
     return keys
 
 
+def _ports_by_key(members, only=None):
+    """{delivery key: sorted guest ports} of members [(ofport, Policy)];
+    only: just these keys."""
+    ports_of = {}
+    for ofport, guest in members:
+        for key in delivery_keys(guest):
+            if only is not None and key not in only:
+                continue
+            ports = ports_of.setdefault(key, [])
+            if ofport not in ports:
+                ports.append(ofport)
+    for ports in ports_of.values():
+        ports.sort()
+    return ports_of
+
+
+def _delivery_flow(key, ports):
+    priority, match = key
+    actions = ["load:%s->NXM_NX_REG0[],resubmit(,%d)" % (p, EGRESS) for p in ports]
+    if priority != UNICAST_PRIORITY:
+        actions.append("resubmit(,%d)" % OUTSIDE)
+    return _flow(SHARED_COOKIE, DELIVER, priority, match, ",".join(actions))
+
+
 def shared_flows(members):
     """DELIVER's flows for the guests of one bridge: members is a list of
     (ofport, Policy). A broadcast or multicast goes on to OUTSIDE as well."""
-    ports_of = {}
-    order = []
-    for ofport, guest in members:
-        for key in _delivery_keys(guest):
-            if key not in ports_of:
-                ports_of[key] = []
-                order.append(key)
-            if ofport not in ports_of[key]:
-                ports_of[key].append(ofport)
-    order.sort()
-    flows = []
-    for key in order:
-        priority, match = key
-        ports = ports_of[key]
-        ports.sort()
-        actions = ["load:%s->NXM_NX_REG0[],resubmit(,%d)" % (p, EGRESS) for p in ports]
-        if priority != UNICAST_PRIORITY:
-            actions.append("resubmit(,%d)" % OUTSIDE)
-        flows.append(_flow(SHARED_COOKIE, DELIVER, priority, match, ",".join(actions)))
-    return flows
+    ports_of = _ports_by_key(members)
+    keys = list(ports_of.keys())
+    keys.sort()
+    return [_delivery_flow(key, ports_of[key]) for key in keys]
+
+
+def shared_changes(keys, members):
+    """Bundle lines that bring DELIVER's flows of these keys (those of a VIF
+    before and after its change) in line with members: an 'add' replaces a
+    flow of the same match, a key no member has any more is deleted."""
+    wanted = {}
+    for key in keys:
+        wanted[key] = 1
+    ports_of = _ports_by_key(members, wanted)
+    keys = list(wanted.keys())
+    keys.sort()
+    lines = []
+    for key in keys:
+        if key in ports_of:
+            lines.append("add " + _delivery_flow(key, ports_of[key]))
+        else:
+            lines.append("delete_strict cookie=%s/-1,table=%d,priority=%d,%s" % (
+                cookie_text(SHARED_COOKIE), DELIVER, key[0], key[1]))
+    return lines
 
 
 def host_flows(trusted_ofports):
@@ -220,19 +248,20 @@ def delete_line(cookie, mask=None, extra=""):
     return line
 
 
-def vif_bundle(vif, ofport, guest, host, shared):
+def vif_bundle(vif, ofport, guest, host, shared_lines):
     """The one transaction that puts a VIF's flows in force: its old flows,
     any flows of ours left on its port number by another VIF (a port number
-    is given again to a new port), the shared and host flows go; the new ones
+    is given again to a new port) and the host flows go; the new ones
     come (none when guest is None: a teardown; ofport None: its port is
-    gone). host and shared are the bridge's flows as they must be."""
+    gone). host: the bridge's host flows; shared_lines: shared_changes()."""
     lines = [delete_line(vif_cookie(vif))]
     if ofport is not None:
         for table, match in ((INGRESS, _port(ofport)), (ALLOW, _port(ofport)),
                              (EGRESS, "reg0=%s" % ofport)):
             lines.append(delete_line(COOKIE_PREFIX, COOKIE_MASK, "table=%d,%s" % (table, match)))
-    lines.extend([delete_line(SHARED_COOKIE), delete_line(HOST_COOKIE)])
-    lines.extend(["add " + f for f in host + shared])
+    lines.append(delete_line(HOST_COOKIE))
+    lines.extend(["add " + f for f in host])
+    lines.extend(shared_lines)
     if guest is not None:
         lines.extend(["add " + f for f in vif_flows(vif, guest, ofport)])
     return "\n".join(lines) + "\n"

@@ -173,24 +173,32 @@ class OvsEngine(object):
                 self.log("%s is on no Open vSwitch bridge yet: its flows come with "
                          "its port (sync)" % vif)
             else:
-                self._swap(switch, found[0], found[1], vif, policy.guest_policy(nic))
+                before = None
+                if previous is not None:
+                    before = policy.guest_policy(previous)
+                self._swap(switch, found[0], found[1], vif, policy.guest_policy(nic), before)
         except Exception:
             # Fail closed: the guest keeps no access rather than a half state.
             self.state.remove(vif.name)
-            self._remove_flows(vif, best_effort=True)
+            self._remove_flows(vif, nic, best_effort=True)
             raise
         self.log("applied %s mac=%s ipv4=%s ipv6=%s (was %s)" % (
             vif, nic.mac, ",".join(nic.ipv4) or "-", ",".join(nic.ipv6) or "-",
             (previous and "protected") or "new"))
         return {"vif": vif.name, "replaced": previous is not None}
 
-    def _swap(self, switch, bridge, ofport, vif, guest):
+    def _swap(self, switch, bridge, ofport, vif, guest, before):
         """One transaction: vif's flows (none if guest is None), the bridge's
-        host flows and its delivery flows as the records now say."""
+        host flows, and the delivery flows of the keys vif had (before) or
+        has as the records now say."""
+        keys = []
+        for one in (guest, before):
+            if one is not None:
+                keys.extend(openflow.delivery_keys(one))
         members = self._members(switch, bridge, self._records())
         text = openflow.vif_bundle(vif, ofport, guest,
                                    self._host_flows(switch, bridge, self._trusted()),
-                                   openflow.shared_flows(members))
+                                   openflow.shared_changes(keys, members))
         self._transaction(bridge, text)
 
     def teardown_vif(self, vif):
@@ -199,13 +207,18 @@ class OvsEngine(object):
     def _teardown_vif(self, vif):
         known = self.state.read(vif.name)
         self.state.remove(vif.name)
-        self._remove_flows(vif, best_effort=False)
+        self._remove_flows(vif, known, best_effort=False)
         self.log("tore down %s%s" % (vif, (known is None and " (was not on record)") or ""))
         return {"vif": vif.name, "was_protected": known is not None}
 
-    def _remove_flows(self, vif, best_effort):
+    def _remove_flows(self, vif, known, best_effort):
         """vif's flows go from its bridge, or from every bridge of ours when
-        its port is gone (its flows stay on the bridge it was on)."""
+        its port is gone (its flows stay on the bridge it was on); known is
+        its NicAddresses on record (None: not on record), whose delivery
+        flows are rewritten without it."""
+        before = None
+        if known is not None:
+            before = policy.guest_policy(known)
         try:
             switch = self._switch()
             found = switch.port(vif.name)
@@ -215,7 +228,7 @@ class OvsEngine(object):
                 bridges = switch.managed(self._trusted())
             for bridge in bridges:
                 ofport = (found is not None and found[1]) or None
-                self._swap(switch, bridge, ofport, vif, None)
+                self._swap(switch, bridge, ofport, vif, None, before)
         except Exception:
             if not best_effort:
                 raise
