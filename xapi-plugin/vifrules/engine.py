@@ -112,8 +112,10 @@ class Engine(object):
     # ------------------------------------------------------------ one VIF
 
     def apply_vif(self, vif, nic):
-        """Protect vif with the addresses of nic, replacing whatever it had."""
-        return locked(self._lock(), self._apply_vif, vif, nic)
+        """Protect vif with the addresses of nic, replacing whatever it had.
+        Handed over to whoever holds the lock (group commit)."""
+        from vifrules import handover
+        return handover.submit(self, handover.Change(handover.APPLY, vif, nic))
 
     def _apply_vif(self, vif, nic):
         left_behind = self._left_behind()
@@ -200,7 +202,71 @@ class Engine(object):
         return [v for v in names if v.name != vif.name]
 
     def teardown_vif(self, vif):
-        return locked(self._lock(), self._teardown_vif, vif)
+        from vifrules import handover
+        return handover.submit(self, handover.Change(handover.TEARDOWN, vif))
+
+    # ------------------------------------------------------------ group commit
+
+    def commit_changes(self, changes):
+        """Under the lock (vifrules.handover): commit handover.Change's
+        together, one restore per family for all; [outcome] in their order.
+        If the group fails in the kernel, each change is retried alone, so
+        one bad VIF fails alone and the others are still protected."""
+        from vifrules.handover import outcome_of
+        if len(changes) == 1:
+            return [outcome_of(self._one_change, changes[0])]
+        previous = {}
+        for change in changes:
+            if change.vif.name not in previous:
+                try:
+                    previous[change.vif.name] = self.state.read(change.vif.name)
+                except StateError:
+                    self.log_error(current_exception())
+                    previous[change.vif.name] = None
+        try:
+            return [{"result": result}
+                    for result in self._commit_together(changes, previous)]
+        except VifRulesError:
+            self.log_error(current_exception())
+            self.log("group commit of %d changes failed: each is retried alone" % len(changes))
+        for name, nic in previous.items():  # back to what was wanted before
+            if nic is None:
+                self.state.remove(name)
+            else:
+                self.state.write(name, nic)
+        return [outcome_of(self._one_change, change) for change in changes]
+
+    def _one_change(self, change):
+        from vifrules.handover import APPLY
+        if change.kind == APPLY:
+            return self._apply_vif(change.vif, change.nic)
+        return self._teardown_vif(change.vif)
+
+    def _commit_together(self, changes, previous):
+        from vifrules.handover import APPLY
+        left_behind = self._left_behind()
+        names = list(previous.keys())
+        for name in names:
+            self.state.mark_pending(name)
+        results, wanted = [], dict(previous)
+        for change in changes:
+            name = change.vif.name
+            if change.kind == APPLY:
+                results.append({"vif": name, "replaced": wanted[name] is not None})
+                wanted[name] = change.nic
+            else:
+                results.append({"vif": name, "was_protected": wanted[name] is not None})
+                wanted[name] = None
+        for name in names:
+            if wanted[name] is None:
+                self.state.remove(name)
+            else:
+                self.state.write(name, wanted[name])
+        self._repair(left_behind + names)
+        self.state.clear_pending(names)
+        self.log("group commit: %d changes of %d VIFs in one restore per family" % (
+            len(changes), len(names)))
+        return results
 
     def _teardown_vif(self, vif):
         """Remove every rule of vif in every family, whatever the records

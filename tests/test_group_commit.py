@@ -1,0 +1,156 @@
+"""Group commit: callers that arrive while a commit runs hand their change
+over; the holder commits them all, each caller gets its own result."""
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import netbed
+
+
+def _guest(n):
+    return netbed.Guest("vif%d.0" % n, "x", "02:00:00:00:01:%02x" % n,
+                        ["198.51.100.%d" % n], [])
+
+
+def _held_restore(bed, tmp_path, refuse=None):
+    """iptables-legacy-restore behind a wrapper that logs each run; its
+    first run waits for the test's go (so that callers pile up behind the
+    lock); it may refuse input that adds rules to one chain (a change the
+    kernel rejects). Returns (log, go)."""
+    wrap = tmp_path / "wrap"
+    wrap.mkdir()
+    log, go = tmp_path / "restores.log", tmp_path / "go"
+    script = wrap / "iptables-legacy-restore"
+    refuse_line = ""
+    if refuse:
+        refuse_line = ('grep -q -e "-A %s " "$in" && { echo "line 1 failed" >&2; exit 1; }\n'
+                       % refuse)
+    script.write_text(
+        "#!/bin/sh\nin=$(mktemp)\ncat > \"$in\"\necho run >> %s\n"
+        "i=0; while [ ! -e %s ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done\n%s"
+        "exec iptables-legacy-restore \"$@\" < \"$in\"\n" % (log, go, refuse_line))
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    bed.write_config(IPTABLES_RESTORE=str(script))
+    return log, go
+
+
+def _hook(bed, *args):
+    return subprocess.Popen(
+        ["ip", "netns", "exec", bed.ns("h"), sys.executable] + netbed.shebang_flags(netbed.HOOK)
+        + [netbed.HOOK] + list(args), env=bed.env(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(condition, seconds=30):
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def _queued(bed):
+    path = os.path.join(bed.state_dir, "queue")
+    return [n for n in os.listdir(path) if not n.endswith(".tmp")] if os.path.isdir(path) else []
+
+
+def _runs(log):
+    return len(log.read_text().split()) if log.exists() else 0
+
+
+def _serial_ruleset(tmp_path, guests):
+    (tmp_path / "serial").mkdir()
+    with netbed.NetBed(str(tmp_path / "serial"), backend="legacy") as serial:
+        serial.host_rules("start")
+        for guest in guests:
+            serial.hook("online", guest.port, "--network", guest.network())
+        return serial.ruleset()
+
+
+def test_waiting_callers_are_committed_together(legacy_bed, tmp_path):
+    bed = legacy_bed
+    bed.host_rules("start")
+    log, go = _held_restore(bed, tmp_path)
+    guests = [_guest(n) for n in range(10, 18)]
+    first = _hook(bed, "online", guests[0].port, "--network", guests[0].network())
+    _wait_for(lambda: _runs(log) == 1)  # the first holds the lock and commits slowly
+    rest = [_hook(bed, "online", g.port, "--network", g.network()) for g in guests[1:]]
+    _wait_for(lambda: len(_queued(bed)) == 8)
+    go.touch()
+    for guest, process in zip(guests, [first] + rest):
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        assert json.loads(out) == {"vif": guest.port, "replaced": False}
+    assert _runs(log) == 2, "8 events in %d iptables commits" % _runs(log)
+    bed.write_config()
+    assert bed.ruleset() == _serial_ruleset(tmp_path, guests)
+    assert not os.listdir(os.path.join(bed.state_dir, "queue"))
+
+
+def test_a_change_the_kernel_refuses_fails_alone(legacy_bed, tmp_path):
+    bed = legacy_bed
+    bed.host_rules("start")
+    log, go = _held_restore(bed, tmp_path, refuse="VRF-vif13.0")
+    guests = [_guest(n) for n in range(10, 16)]
+    first = _hook(bed, "online", guests[0].port, "--network", guests[0].network())
+    _wait_for(lambda: _runs(log) == 1)
+    rest = [_hook(bed, "online", g.port, "--network", g.network()) for g in guests[1:]]
+    _wait_for(lambda: len(_queued(bed)) == 6)
+    go.touch()
+    statuses = {}
+    for guest, process in zip(guests, [first] + rest):
+        out, err = process.communicate(timeout=120)
+        statuses[guest.port] = process.returncode
+    assert statuses.pop("vif13.0") == 5
+    assert set(statuses.values()) == {0}
+    bed.write_config()
+    good = [g for g in guests if g.port != "vif13.0"]
+    assert bed.ruleset() == _serial_ruleset(tmp_path, good)
+    assert "vif13.0" not in bed.ruleset()
+
+
+def test_a_killed_holder_loses_nothing(legacy_bed, tmp_path):
+    bed = legacy_bed
+    bed.host_rules("start")
+    log, go = _held_restore(bed, tmp_path)
+    guests = [_guest(n) for n in range(20, 24)]
+    holder = _hook(bed, "online", guests[0].port, "--network", guests[0].network())
+    _wait_for(lambda: _runs(log) == 1)
+    waiting = [_hook(bed, "online", g.port, "--network", g.network()) for g in guests[1:]]
+    _wait_for(lambda: len(_queued(bed)) == 4)
+    os.kill(holder.pid, signal.SIGKILL)  # mid-commit, its own change still queued
+    holder.communicate(timeout=30)
+    go.touch()  # its orphaned restore goes on, holding the lock until it ends
+    for process in waiting:
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+    bed.write_config()
+    # The dead holder's own change was queued: the next holder committed it.
+    assert bed.ruleset() == _serial_ruleset(tmp_path, guests)
+    assert not os.listdir(os.path.join(bed.state_dir, "queue"))
+    assert not os.listdir(os.path.join(bed.state_dir, "pending"))
+    assert bed.host_rules("status").returncode == 0
+
+
+def test_online_then_offline_of_one_vif_in_one_group_ends_offline(legacy_bed, tmp_path):
+    bed = legacy_bed
+    bed.host_rules("start")
+    log, go = _held_restore(bed, tmp_path)
+    blocker, guest = _guest(30), _guest(31)
+    first = _hook(bed, "online", blocker.port, "--network", blocker.network())
+    _wait_for(lambda: _runs(log) == 1)
+    online = _hook(bed, "online", guest.port, "--network", guest.network())
+    _wait_for(lambda: len(_queued(bed)) == 2)
+    offline = _hook(bed, "offline", guest.port)
+    _wait_for(lambda: len(_queued(bed)) == 3)
+    go.touch()
+    for process in (first, online, offline):
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+    bed.write_config()
+    assert "vif31.0" not in bed.ruleset()
+    assert bed.ruleset() == _serial_ruleset(tmp_path, [blocker])

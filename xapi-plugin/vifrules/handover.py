@@ -1,0 +1,215 @@
+"""Group commit for VIF events: whoever holds the lock commits the work of
+everyone waiting (as database engines do with their log).
+
+A caller writes its change (apply or teardown of one VIF, already
+validated) into STATE_DIR/queue, then waits for either the lock or its
+result. The holder takes every change queued, commits them together (one
+restore per family for the lot) and leaves each other caller its result in
+STATE_DIR/results. A holder that dies leaves the queue as it was: the next
+holder commits those changes (redo), and their callers, if still waiting,
+get the result. No daemon: every caller is a short-lived hook or plugin run.
+"""
+
+import os
+import time
+
+from vifrules import jsontext
+from vifrules.addresses import VifName, nic_from_state
+from vifrules.compat import current_exception
+from vifrules.errors import KINDS, LockTimeout, StateError, VifRulesError
+from vifrules.runner import Lock, locked
+
+QUEUE = "queue"
+RESULTS = "results"
+APPLY = "apply"
+TEARDOWN = "teardown"
+POLL = 0.002  # seconds between looks at the lock and the result
+
+
+class Change(object):
+    """One caller's change: APPLY with its NicAddresses, or TEARDOWN."""
+
+    def __init__(self, kind, vif, nic=None):
+        self.kind = kind
+        self.vif = vif
+        self.nic = nic
+
+    def to_dict(self):
+        data = {"kind": self.kind, "vif": self.vif.name}
+        if self.nic is not None:
+            data["nic"] = self.nic.to_dict()
+        return data
+
+
+def _change_from_dict(data):
+    nic = None
+    if "nic" in data:
+        nic = nic_from_state(data["nic"])
+    if data["kind"] not in (APPLY, TEARDOWN):
+        raise ValueError("unknown kind")
+    return Change(data["kind"], VifName(data["vif"]), nic)
+
+
+def submit(engine, change):
+    """Hand change over and return its result (a dict), or raise its error;
+    never waits longer than the lock timeout."""
+    queue = _Queue(engine.config.state_dir)
+    try:
+        ticket = queue.put(change)
+    except StateError:
+        # Nothing to hand over through: alone, under the lock (a teardown
+        # still removes the rules before it reports the state error).
+        return locked(engine._lock(), engine._one_change, change)
+    lock = Lock(engine.config.lock_file, 0)
+    deadline = time.time() + engine.config.lock_timeout
+    while 1:
+        outcome = queue.take_result(ticket)
+        if outcome is not None:
+            return _unpack(outcome)
+        try:
+            lock.acquire()
+        except LockTimeout:
+            if time.time() >= deadline:
+                if queue.withdraw(ticket):
+                    raise LockTimeout(engine.config.lock_file, "%g" % engine.config.lock_timeout)
+                continue  # a holder took it meanwhile: its result comes
+            time.sleep(POLL)
+            continue
+        try:
+            mine = _commit_queued(engine, queue, ticket)
+        finally:
+            lock.release()
+        if mine is not None:
+            return _unpack(mine)
+        # A holder committed ours before we got the lock: its result is there.
+
+
+def _commit_queued(engine, queue, ticket):
+    """Under the lock: commit every queued change; return our own outcome
+    (None if an earlier holder already committed it)."""
+    tickets, changes = queue.take_all()
+    if not tickets:
+        return None
+    outcomes = engine.commit_changes(changes)
+    mine = None
+    for name, outcome in zip(tickets, outcomes):
+        if name == ticket:
+            mine = outcome
+        else:
+            queue.put_result(name, outcome)
+    queue.remove(tickets)
+    return mine
+
+
+def _unpack(outcome):
+    if "error" in outcome:
+        raise _error(outcome["error"], outcome.get("params", []))
+    return outcome["result"]
+
+
+def _error(code, params):
+    for kind in KINDS:
+        if kind.code == code:
+            error = kind(*params)
+            error.params = [str(p) for p in params]
+            return error
+    return VifRulesError(code, *params)
+
+
+def outcome_of(function, *args):
+    """{"result": ...} or {"error": code, "params": [...]} of a call."""
+    try:
+        return {"result": function(*args)}
+    except VifRulesError:
+        error = current_exception()
+        return {"error": error.code, "params": list(error.params)}
+
+
+class _Queue(object):
+    def __init__(self, state_dir):
+        self.queue = os.path.join(state_dir, QUEUE)
+        self.results = os.path.join(state_dir, RESULTS)
+        self.sequence = 0
+
+    def put(self, change):
+        # Names sort by arrival: time, then pid, then a counter.
+        self.sequence += 1
+        name = "%017.6f-%07d-%d" % (time.time(), os.getpid(), self.sequence)
+        _write(self.queue, name, jsontext.dumps(change.to_dict()))
+        return name
+
+    def take_all(self):
+        """(tickets, changes) in arrival order; unreadable entries dropped."""
+        try:
+            names = [n for n in os.listdir(self.queue) if not n.endswith(".tmp")]
+        except OSError:
+            return [], []
+        names.sort()
+        tickets, changes = [], []
+        for name in names:
+            path = os.path.join(self.queue, name)
+            try:
+                handle = open(path)
+                try:
+                    change = _change_from_dict(jsontext.loads(handle.read()))
+                finally:
+                    handle.close()
+            except (IOError, ValueError, KeyError, TypeError, VifRulesError):
+                _unlink(path)  # written by no caller of ours: never committed
+                continue
+            tickets.append(name)
+            changes.append(change)
+        return tickets, changes
+
+    def remove(self, tickets):
+        for name in tickets:
+            _unlink(os.path.join(self.queue, name))
+
+    def withdraw(self, ticket):
+        """True if ticket was still queued (now it is not)."""
+        try:
+            os.unlink(os.path.join(self.queue, ticket))
+            return True
+        except OSError:
+            return False
+
+    def put_result(self, ticket, outcome):
+        _write(self.results, ticket, jsontext.dumps(outcome))
+
+    def take_result(self, ticket):
+        path = os.path.join(self.results, ticket)
+        try:
+            handle = open(path)
+        except IOError:
+            return None
+        try:
+            text = handle.read()
+        finally:
+            handle.close()
+        _unlink(path)
+        try:
+            return jsontext.loads(text)
+        except ValueError:
+            return {"error": StateError.code, "params": [path, "unreadable result"]}
+
+
+def _write(directory, name, text):
+    path = os.path.join(directory, name)
+    try:
+        if not os.path.isdir(directory):
+            os.makedirs(directory)
+        handle = open(path + ".tmp", "w")
+        try:
+            handle.write(text)
+        finally:
+            handle.close()
+        os.rename(path + ".tmp", path)
+    except (IOError, OSError):
+        raise StateError(path, "cannot write: %s" % current_exception())
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
