@@ -28,10 +28,13 @@ def _held_restore(bed, tmp_path, refuse=None):
     script = wrap / "iptables-legacy-restore"
     refuse_line = ""
     if refuse:
-        refuse_line = ('grep -q -e "-A %s " "$in" && { echo "line 1 failed" >&2; exit 1; }\n'
+        # As iptables-restore says it: the number of the line that failed.
+        refuse_line = ('n=$(grep -n -e "-A %s " "$in" | head -n 1 | cut -d: -f1)\n'
+                       '[ -n "$n" ] && { echo "iptables-restore: line $n failed" >&2; exit 1; }\n'
                        % refuse)
     script.write_text(
-        "#!/bin/sh\nin=$(mktemp)\ncat > \"$in\"\necho run >> %s\n"
+        "#!/bin/sh\nin=$(mktemp)\ncat > \"$in\"\necho run:$(grep -c -e '^-A VRF-' \"$in\")"
+        ":$(grep -c -e '^-A VRF-vif13.0 ' \"$in\") >> %s\n"
         "i=0; while [ ! -e %s ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done\n%s"
         "exec iptables-legacy-restore \"$@\" < \"$in\"\n" % (log, go, refuse_line))
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
@@ -107,6 +110,12 @@ def test_a_change_the_kernel_refuses_fails_alone(legacy_bed, tmp_path):
         statuses[guest.port] = process.returncode
     assert statuses.pop("vif13.0") == 5
     assert set(statuses.values()) == {0}
+    # run: rules added to guest chains: of them vif13.0's. The first alone,
+    # the group (refused), at once the group without vif13.0 (the others
+    # waited one extra commit, no more), then vif13.0 alone (refused)
+    runs = [line.split(":") for line in log.read_text().split()]
+    assert runs[1][2] != "0" and int(runs[1][1]) > 4 * int(runs[1][2]), runs
+    assert runs[2][2] == "0" and int(runs[2][1]) >= int(runs[1][1]) - int(runs[1][2]), runs
     bed.write_config()
     good = [g for g in guests if g.port != "vif13.0"]
     assert bed.ruleset() == _serial_ruleset(tmp_path, good)

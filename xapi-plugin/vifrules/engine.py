@@ -227,14 +227,39 @@ class Engine(object):
             return [{"result": result}
                     for result in self._commit_together(changes, previous)]
         except VifRulesError:
-            self.log_error(current_exception())
-            self.log("group commit of %d changes failed: each is retried alone" % len(changes))
+            error = current_exception()
+            self.log_error(error)
         for name, nic in previous.items():  # back to what was wanted before
             if nic is None:
                 self.state.remove(name)
             else:
                 self.state.write(name, nic)
-        return [outcome_of(self._one_change, change) for change in changes]
+        culprit = _culprit(error, previous.keys())
+        outcomes = [None] * len(changes)
+        if culprit is not None:
+            # The tool named the line that failed: the others go again
+            # together (one extra commit), the culprit alone after them.
+            self.log("group commit failed on %s: the other changes go again together"
+                     % culprit)
+            rest = [i for i, c in enumerate(changes) if c.vif.name != culprit]
+            others = dict([(n, nic) for n, nic in previous.items() if n != culprit])
+            try:
+                results = self._commit_together([changes[i] for i in rest], others)
+                for i, result in zip(rest, results):
+                    outcomes[i] = {"result": result}
+            except VifRulesError:
+                self.log_error(current_exception())
+                for name, nic in others.items():
+                    if nic is None:
+                        self.state.remove(name)
+                    else:
+                        self.state.write(name, nic)
+        else:
+            self.log("group commit of %d changes failed: each is retried alone" % len(changes))
+        for i, change in enumerate(changes):
+            if outcomes[i] is None:
+                outcomes[i] = outcome_of(self._one_change, change)
+        return outcomes
 
     def _one_change(self, change):
         from vifrules.handover import APPLY
@@ -739,6 +764,23 @@ class Engine(object):
                     missing.append("%s/%s: %s is on record but nothing jumps to %s"
                                    % (family, table, vif, name))
         return missing
+
+
+def _culprit(error, names):
+    """The one VIF of names that the failing restore line is about, if the
+    tool named a line (error.context marks it) and it names one VIF."""
+    for line in getattr(error, "context", None) or []:
+        if not line.startswith(">"):
+            continue
+        found = {}
+        for word in line.split():
+            if word[:4] in ("VRF-", "VRT-"):
+                word = word[4:]
+            if word in names:
+                found[word] = 1
+        if len(found) == 1:
+            return list(found.keys())[0]
+    return None
 
 
 def _parse_dump(family, argv, text):
