@@ -526,9 +526,23 @@ class Engine(object):
             batch.remove_jumps.extend([hook] * (count - 1))
         return batch
 
+    def _arptables_listing(self):
+        """'arptables -L -n', refused unless it reads as a listing."""
+        argv = [self.config.tool("arptables"), "-L", "-n"]
+        listing = self._run(argv)[1]
+        lines = [line for line in listing.splitlines() if line.strip()]
+        if not lines or not lines[0].startswith("Chain "):
+            raise CommandFailed(" ".join(argv), "0", "output is not an arptables listing: "
+                                + listing.strip()[:200])
+        return listing
+
+    def _arptables_jumps(self):
+        return [rule for rule in _arptables_chain(self._arptables_listing(), "FORWARD")
+                if rule == "-j " + ruleset.BASE_FORWARD]
+
     def _setup_arptables(self, trusted):
         tool = self.config.tool("arptables")
-        listing = self._run([tool, "-L", "-n"])[1]
+        listing = self._arptables_listing()
         present = {}
         for line in listing.splitlines():
             if line.startswith("Chain "):
@@ -538,17 +552,16 @@ class Engine(object):
                 self._run([tool, "-N", name])
         for command in ruleset.arptables_commands(trusted):
             self._run([tool] + list(command))
-        forward = _arptables_chain(self._run([tool, "-L", "-n"])[1], "FORWARD")
-        jumps = [rule for rule in forward if rule == "-j " + ruleset.BASE_FORWARD]
+        jumps = self._arptables_jumps()
         if not jumps:
             self._run([tool, "-I", "FORWARD", "1", "-j", ruleset.BASE_FORWARD])
         for extra in jumps[1:]:
             self._run([tool, "-D", "FORWARD", "-j", ruleset.BASE_FORWARD])
 
     def _arptables_missing(self, trusted):
-        status, listing = self._run([self.config.tool("arptables"), "-L", "-n"],
-                                    check=False)[:2]
-        if status != 0:
+        try:
+            listing = self._arptables_listing()
+        except VifRulesError:
             return ["arptables: cannot read the tables"]
         missing = []
         if "Chain FORWARD (policy DROP" not in listing:
@@ -596,9 +609,14 @@ class Engine(object):
         if self.config.enabled("arptables"):
             tool = self.config.tool("arptables")
             self._run([tool, "-P", "FORWARD", "ACCEPT"])
-            while self._run([tool, "-D", "FORWARD", "-j", ruleset.BASE_FORWARD],
-                            check=False)[0] == 0:
-                pass
+            # As many deletions as the listing shows jumps: a tool that says
+            # yes and does nothing must not keep us here.
+            for jump in self._arptables_jumps():
+                self._run([tool, "-D", "FORWARD", "-j", ruleset.BASE_FORWARD])
+            if self._arptables_jumps():
+                raise CommandFailed(" ".join([tool, "-D", "FORWARD", "-j",
+                                              ruleset.BASE_FORWARD]), "0",
+                                    "the jump is still listed after its deletion")
             for name in (ruleset.BASE_FORWARD, ruleset.PORTS_OUT):
                 self._run([tool, "-F", name], check=False)
             for name in (ruleset.BASE_FORWARD, ruleset.PORTS_OUT):
