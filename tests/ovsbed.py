@@ -16,6 +16,7 @@ import subprocess
 import time
 
 import netbed
+from vifrules import openflow
 from netbed import BRIDGE, DOM0_IP, DOM0_IP6, DOM0_MAC, UPLINK_PORT
 
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
@@ -159,11 +160,13 @@ class OvsBed(netbed.NetBed):
 
     def flows(self, cookie=None):
         """The bridge's flows without counters, one a line, sorted: equal text,
-        equal flows."""
+        equal flows. The MACs OUTSIDE learns from traffic are left out."""
         args = ["--no-stats", "dump-flows", BRIDGE]
         if cookie is not None:
             args.append("cookie=0x%x/-1" % cookie)
-        lines = [l.strip() for l in self.ofctl(*args).splitlines() if "actions=" in l]
+        learnt = "cookie=0x%x," % openflow.LEARNT_COOKIE
+        lines = [l.strip() for l in self.ofctl(*args).splitlines()
+                 if "actions=" in l and learnt not in l]
         return "\n".join(sorted(lines)) + "\n"
 
     def force_flood(self):

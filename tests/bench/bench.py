@@ -38,6 +38,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(1, os.path.dirname(HERE))  # tests/, for netbed's shebang_flags
 
 import nsutil  # noqa: E402
+import ovs_bench  # noqa: E402
 import workload  # noqa: E402
 from netbed import shebang_flags  # noqa: E402
 from workload import MEASURED_DOMID, MEASURED_VIF  # noqa: E402
@@ -708,7 +709,8 @@ def main(argv):
                         help="small counts, 1 repetition (smoke test)")
     parser.add_argument("--backends", default="legacy,nft")
     parser.add_argument("--reps", type=int)
-    parser.add_argument("--sections", default="events,reprotect,forwarding")
+    parser.add_argument("--sections",
+                        help="default: events,reprotect,forwarding,ovs (--quick: without ovs)")
     parser.add_argument("--baseline-reprotect-full", action="store_true",
                         help="measure the baseline's re-protection of every size "
                              "instead of extrapolating the largest from the smallest")
@@ -738,7 +740,8 @@ def main(argv):
         cfg["reps"] = args.reps
     if args.baseline_reprotect_full:
         cfg["baseline_reprotect_measured"] = list(cfg["reprotect_counts"])
-    sections = args.sections.split(",")
+    sections = (args.sections or (args.quick and "events,reprotect,forwarding") or
+                "events,reprotect,forwarding,ovs").split(",")
     md_path = args.md or (None if args.quick else os.path.join(HERE, "RESULTS.md"))
 
     def terminate(signum, frame):
@@ -764,15 +767,17 @@ def main(argv):
                 bench_reprotect(prefix, workdir, backend, cfg, r)
             if "forwarding" in sections:
                 bench_forwarding(prefix, workdir, backend, cfg, r)
+        if "ovs" in sections:
+            results["ovs"] = ovs_bench.bench(workdir, cfg, PYTHON, HOOK, HOST_RULES, log)
     finally:
         nsutil.cleanup_all()
         shutil.rmtree(workdir, ignore_errors=True)
     results["seconds"] = time.time() - started
-    results["targets"] = check_targets(results, cfg)
+    results["targets"] = check_targets(results, cfg) + ovs_bench.targets(results.get("ovs"))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as handle:
         json.dump(results, handle, indent=1, sort_keys=True)
-    text = markdown(results)
+    text = markdown(results) + ovs_bench.markdown(results.get("ovs"))
     if md_path:
         with open(md_path, "w") as handle:
             handle.write(text)

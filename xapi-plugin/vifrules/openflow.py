@@ -14,7 +14,9 @@ The pipeline on a bridge (OpenFlow tables):
              everything else, also after those, to OUTSIDE.
   3 EGRESS   reg0 = a guest's port: what the guest may receive goes out of
              it; the rest is dropped (its drop counter).
-  4 OUTSIDE  out of every trusted uplink and LOCAL (never back in_port).
+  4 OUTSIDE  to the uplink or LOCAL a frame's destination MAC was last seen
+             coming in by (learnt from those ports only, never from a guest's),
+             else out of every trusted uplink and LOCAL (never back in_port).
 
 A guest's own flows (tables 0, 1, 3) carry its cookie, derived from its
 VIF's number, so one VIF's flows can be replaced or removed by cookie alone;
@@ -33,6 +35,8 @@ COOKIE_PREFIX = 0x5652 << 48  # 'VR'
 COOKIE_MASK = 0xffff << 48
 HOST_COOKIE = COOKIE_PREFIX | (1 << 32)
 SHARED_COOKIE = COOKIE_PREFIX | (2 << 32)
+LEARNT_COOKIE = COOKIE_PREFIX | (3 << 32)  # OUTSIDE's learnt MACs: ours, not the host's
+LEARNT_PRIORITY, LEARNT_IDLE_SECONDS = 10, 300
 VIF_COOKIE_BITS = 0xffffffff
 
 # Above the flows XAPI's setup-vif-rules adds (up to 8000) and the bridge's
@@ -224,8 +228,11 @@ def host_flows(trusted_ofports):
     """The pipeline itself: trusted uplinks and LOCAL enter DELIVER, any
     other port is dropped, whatever no flow delivers goes OUTSIDE."""
     entries = [LOCAL] + [str(p) for p in trusted_ofports]
-    flows = [_flow(HOST_COOKIE, INGRESS, PORT_PRIORITY, _port(p), "resubmit(,%d)" % DELIVER)
-             for p in entries]
+    learn = ("learn(table=%d,priority=%d,idle_timeout=%d,cookie=%s,"
+             "NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],output:NXM_OF_IN_PORT[])"
+             % (OUTSIDE, LEARNT_PRIORITY, LEARNT_IDLE_SECONDS, cookie_text(LEARNT_COOKIE)))
+    flows = [_flow(HOST_COOKIE, INGRESS, PORT_PRIORITY, _port(p),
+                   "%s,resubmit(,%d)" % (learn, DELIVER)) for p in entries]
     flows.append(_flow(HOST_COOKIE, INGRESS, CATCH_ALL_PRIORITY, "", "drop"))
     flows.append(_flow(HOST_COOKIE, ALLOW, 0, "", "drop"))
     flows.append(_flow(HOST_COOKIE, DELIVER, 0, "", "resubmit(,%d)" % OUTSIDE))
