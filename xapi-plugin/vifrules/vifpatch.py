@@ -121,7 +121,8 @@ def _has_line_starting(lines, prefix):
 TAB = "\t"
 SP4 = " " * 4
 SP8 = " " * 8
-_CONNECTED_LITERAL = 'xenstore-write "/local/domain/0/backend/vif/${DOMID}/${DEVID}/hotplug-status" "connected"'
+_CONNECTED_LITERAL = ('xenstore-write "/local/domain/0/backend/vif/${DOMID}/${DEVID}/hotplug-status"'
+                      ' "connected"')
 _CONNECTED_VAR = 'xenstore-write "${HOTPLUG_STATUS}" "connected"'
 _CALL_HOOK_SCRIPT = 'call_hook_script $DOMID "${ACTION}"'
 _IF_VIF = 'if [ "${TYPE}" = "vif" ] ;then'
@@ -153,8 +154,8 @@ def _remove_site(after, indent, dev):
 def _tap_add_site(inner, before_add, after_add=()):
     """The tap call goes last in the tap-only add arm, after add_to_bridge."""
     outer = inner[:-len(SP4)]
-    return Site(["add)", outer + _IF_TAP] + before_add + [inner + "add_to_bridge"] + list(after_add),
-                [outer + "fi"], [_call(inner, "add", _DEV)])
+    before = ["add)", outer + _IF_TAP] + before_add + [inner + "add_to_bridge"] + list(after_add)
+    return Site(before, [outer + "fi"], [_call(inner, "add", _DEV)])
 
 
 def _move_site(after_add=()):
@@ -205,13 +206,15 @@ GENERATIONS = (
                requires=(_E_SETUP_VIF_RULES,), forbids=(_VIF_REAL_ARGS,)),
     Generation("F-6.5", "XenServer 6.5, 7.0 (vif-real)", _hook_script_sites(_REMOVE_HOOK_FIRST, []),
                requires=(_VIF_REAL_ARGS,)),
-    Generation("F-7.1", "XenServer 7.1-7.5 (vif-real)", _hook_script_sites(_REMOVE_BRIDGE_FIRST, []),
+    Generation("F-7.1", "XenServer 7.1-7.5 (vif-real)",
+               _hook_script_sites(_REMOVE_BRIDGE_FIRST, []),
                requires=(_VIF_REAL_ARGS,)),
     Generation("F-7.6", "XenServer 7.6-8.x, XCP-ng 7.6-8.3 (vif-real)",
                _hook_script_sites(_REMOVE_BRIDGE_FIRST, [SP8 + "handle_mtu"]),
                requires=(_VIF_REAL_ARGS,)),
     Generation("F-trunks", "xen-api master from 2026-03 (VLAN filtering on VIF; vif-real)",
-               _hook_script_sites(_REMOVE_BRIDGE_FIRST, [SP8 + "handle_mtu"], [SP8 + "handle_trunks"]),
+               _hook_script_sites(_REMOVE_BRIDGE_FIRST, [SP8 + "handle_mtu"],
+                                  [SP8 + "handle_trunks"]),
                requires=(_VIF_REAL_ARGS,)),
 )
 
@@ -235,7 +238,8 @@ KNOWN_MD5 = {
     "fe963a231c2e2f7faea96535dc78eb3a": ("F-7.1", "xenopsd v0.52.1 (XenServer 7.5)"),
     "2e63931d92ae45462daba78d1a732570": ("F-7.6", "xenopsd v0.17.25 (XenServer 7.1 LCM)"),
     "2fd2f8f4730ec743077786c2515be90d": ("F-7.6", "xenopsd v0.66.0-v0.150.19 (XenServer 7.6-8.2)"),
-    "1935276e1080a6ce6f9c9659d6afad05": ("F-7.6", "xen-api v24.19.2-v26.4.0 (XenServer 8, XCP-ng 8.3)"),
+    "1935276e1080a6ce6f9c9659d6afad05": ("F-7.6",
+                                         "xen-api v24.19.2-v26.4.0 (XenServer 8, XCP-ng 8.3)"),
 }
 
 
@@ -521,7 +525,8 @@ def apply(script, hook, root, out, err):
         generation = recognise(examined.text, _md5(script))
         if generation is None:
             _say(err, "vif-patch: refused: %s was replaced since it was patched and is no known "
-                      "vif script generation (%s); nothing changed" % (script, why_unknown(examined.text)))
+                      "vif script generation (%s); nothing changed"
+                 % (script, why_unknown(examined.text)))
             return EXIT_UNKNOWN
         examined.kept = examined.text
         _write(examined.kept_path, examined.kept, like=script)
