@@ -73,6 +73,7 @@ XML
 
 if [ -n "$KEY" ]; then
     rpmsign --addsign --define "_gpg_name $KEY" --define "_gpg_path ${GNUPGHOME:-$HOME/.gnupg}" \
+        --define "__gpg $(command -v gpg)" \
         "$stage"/Packages/*.rpm >/dev/null
 fi
 createrepo_c --quiet --groupfile "$work/groups.xml" --set-timestamp-to-revision \
@@ -82,6 +83,7 @@ if [ -n "$KEY" ]; then
     gpg --batch --yes --armor --local-user "$KEY" --detach-sign -o "$stage/repodata/repomd.xml.asc" \
         "$stage/repodata/repomd.xml"
     gpg --batch --armor --export "$KEY" > "$stage/$KEYFILE"
+    cp "$stage/$KEYFILE" "$OUT/"
 else
     for i in 1 2 3; do
         echo "build-update: WARNING: THE UPDATE ISO IS NOT SIGNED. XenServer 7.1+ and XCP-ng refuse it" \

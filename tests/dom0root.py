@@ -6,8 +6,8 @@ looks: the inventory, the network backend, the vif script at its real path,
 systemctl: stand-ins that record their calls, since no init runs here) and
 xe. Its shell and tools are busybox (static); its python is a real
 interpreter from /root/.pyenv, bind-mounted at the same path inside the
-root, with the real XenAPI SDK of PyPI (2.14, the one for Python 2 and 3)
-and the XAPI stand-in's XenAPIPlugin in its site-packages; its netfilter
+root, with the real XenAPI SDK of PyPI (2.14 for Python 2, the current one for
+Python 3) and the XAPI stand-in's XenAPIPlugin in its site-packages; its netfilter
 tools are the machine's real ones, run inside a network namespace of the
 test. Every command runs in a mount namespace of its own (unshare -m), so
 no bind mount outlives it, failure or not.
@@ -25,7 +25,9 @@ import zipfile
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYENV = "/root/.pyenv/versions"
 PYTHONS = {"2.7": PYENV + "/2.7.18", "3.6": PYENV + "/3.6.15"}
-SDK_DIR = os.path.join(TOP, ".venv", "dom0-sdk")   # pip-downloaded wheels, cached
+# The XenAPI SDK for Python 2 dom0s: PyPI's last release that runs there (2.14,
+# with six), pip-downloaded once; Python 3 gets the venv's current one.
+SDK_DIR = os.path.join(TOP, ".venv", "dom0-sdk")
 SDK_WHEELS = ("XenAPI==2.14", "six==1.16.0")
 FIXTURES = os.path.join(TOP, "tests", "fixtures", "vif")
 STANDIN_LOG = "/var/log/dom0-standin.calls"
@@ -199,8 +201,13 @@ class Dom0Root(object):
             binaries.extend(glob.glob("%s/lib/python%s/lib-dynload/*.so" % (prefix, version)))
             site = self.p("/opt/site-" + version)
             os.makedirs(site)
-            for wheel in sdk_wheels():
-                zipfile.ZipFile(wheel).extractall(site)
+            if version.startswith("2."):
+                for wheel in sdk_wheels():
+                    zipfile.ZipFile(wheel).extractall(site)
+            else:   # the SDK of the tests' venv (requirements-test.txt): Python 3.6 on
+                import XenAPI
+                shutil.copytree(os.path.dirname(XenAPI.__file__), os.path.join(site, "XenAPI"),
+                                ignore=shutil.ignore_patterns("__pycache__"))
             shutil.copy2(os.path.join(TOP, "tests", "xapi_standin", "XenAPIPlugin.py"), site)
         self._copy_libraries(binaries)
 

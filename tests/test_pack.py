@@ -18,13 +18,12 @@ def _run(argv, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def pack(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("building the pack installs build tools with apt: needs root")
+def pack(tmp_path_factory, userspace_rpms):
     out = tmp_path_factory.mktemp("pack-out")
-    for step in (["rpm/build-userspace.sh", str(out)], ["pack/build-pack.sh", str(out)]):
-        result = _run([os.path.join(TOP, step[0])] + step[1:], cwd=TOP)
-        assert result.returncode == 0, result.stderr[-3000:]
+    for rpm_file in userspace_rpms:
+        shutil.copy(rpm_file, str(out))
+    result = _run([os.path.join(TOP, "pack/build-pack.sh"), str(out)], cwd=TOP)
+    assert result.returncode == 0, result.stderr[-3000:]
     iso = out / ("vif-rules-%s.iso" % VERSION)
     assert iso.exists()
     tree = tmp_path_factory.mktemp("pack-tree")
@@ -34,7 +33,7 @@ def pack(tmp_path_factory):
                               capture_output=True, check=True).stdout
         (tree / name.lstrip("/")).write_bytes(data)
     (tree / "install.sh").chmod(0o755)
-    return {"iso": iso, "listing": sorted(listing), "tree": tree}
+    return {"iso": iso, "listing": sorted(listing), "tree": tree, "out": out}
 
 
 def _fake_host(tmp_path, product_version="5.6.100"):
@@ -47,9 +46,26 @@ def _fake_host(tmp_path, product_version="5.6.100"):
     return root
 
 
+@pytest.fixture(scope="module")
+def host_packages(tmp_path_factory):
+    """What a 5.x dom0's rpmdb has that the product requires: iptables, and
+    bash for /bin/sh (ebtables and arptables come from the pack itself)."""
+    import dom0root
+    return dom0root.build_fake_providers(tmp_path_factory.mktemp("fakes"), ("iptables", "bash"))
+
+
+def _fake_host_with_packages(tmp_path, host_packages, product_version="5.6.100"):
+    root = _fake_host(tmp_path, product_version)
+    subprocess.run(["rpm", "--root", str(root), "-i"] + sorted(host_packages.values()),
+                   check=True)
+    return root
+
+
 def _install(pack_tree, root):
-    env = dict(os.environ, INSTALL_ROOT=str(root),
-               RPM_EXTRA_OPTS="--nodeps --noscripts --ignorearch")
+    # Dependencies resolved for real (the pack's own ebtables/arptables satisfy
+    # the product's Requires); the scriptlets need a whole dom0 root and run in
+    # tests/test_rpm_lifecycle.py.
+    env = dict(os.environ, INSTALL_ROOT=str(root), RPM_EXTRA_OPTS="--noscripts --ignorearch")
     return _run([str(pack_tree / "install.sh")], env=env, cwd=str(pack_tree))
 
 
@@ -77,14 +93,54 @@ def test_product_rpm_metadata(pack):
                             if l.endswith("/etc/xapi.d/plugins/vif_rules")]
     config_files = _run(["rpm", "-qpc", str(rpm_file)]).stdout.split()
     assert config_files == ["/etc/sysconfig/vif-rules"]
+    requires = _run(["rpm", "-qpR", str(rpm_file)]).stdout.split()
+    for name in ("iptables", "ebtables", "arptables"):
+        assert name in requires
+    # what rpm 4.4 (CentOS 5) cannot read must not be in it
+    assert not [r for r in requires if r.startswith("rpmlib(") and ("Rich" in r or "Zstd" in r
+                                                                  or "FileDigests" in r)]
+    files = _run(["rpm", "-qpl", str(rpm_file)]).stdout.split()
+    assert "/usr/lib/vif-rules/vif-patch" in files
+    patches = [f for f in files if f.startswith("/usr/lib/vif-rules/patches/")]
+    assert sorted(os.path.basename(f) for f in patches) == sorted(
+        f for f in os.listdir(os.path.join(TOP, "patches")) if f.endswith(".patch"))
 
 
-def test_install_sh_installs_and_records_the_pack(pack, tmp_path):
-    root = _fake_host(tmp_path)
+def test_two_builds_give_byte_identical_rpms(tmp_path):
+    """SOURCE_DATE_EPOCH (the last commit's time) fixes every date in the RPM."""
+    env = dict(os.environ, SOURCE_DATE_EPOCH="1764547200")
+    built = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        result = _run([os.path.join(TOP, "pack/build-pack.sh"), str(out)], env=env)
+        assert result.returncode == 0, result.stderr
+        built.append((out / ("vif-rules-%s-1.noarch.rpm" % VERSION)).read_bytes())
+    assert built[0] == built[1]
+    buildtime = _run(["rpm", "-qp", "--qf", "%{BUILDTIME}",
+                      str(tmp_path / "a" / ("vif-rules-%s-1.noarch.rpm" % VERSION))]).stdout
+    assert buildtime == "1764547200"
+
+
+def test_rpmlint_finds_nothing_unexplained(pack, tmp_path):
+    if shutil.which("rpmlint") is None:
+        pytest.skip("rpmlint is not installed (./build.sh test installs it)")
+    out = tmp_path / "out"
+    shutil.copytree(str(pack["out"]), str(out))
+    result = _run([os.path.join(TOP, "pack/build-update.sh"), str(out)])
+    assert result.returncode == 0, result.stderr
+    lint = _run([os.path.join(TOP, "pack/lint.sh"), str(out)])
+    assert lint.returncode == 0, lint.stderr
+    assert lint.stdout.count("rpmlint clean") == 2
+    assert "control-vif-rules" in lint.stdout and "ebtables-" in lint.stdout
+
+
+def test_install_sh_installs_and_records_the_pack(pack, tmp_path, host_packages):
+    root = _fake_host_with_packages(tmp_path, host_packages)
     result = _install(pack["tree"], root)
     assert result.returncode == 0, result.stderr
-    for path, mode in (("etc/xapi.d/plugins/vif_rules", 0o755),
-                       ("etc/xensource/scripts/vif_rules.py", 0o755),
+    for path, mode in (("usr/lib/vif-rules/templates/vif_rules", 0o755),
+                       ("usr/lib/vif-rules/templates/vif_rules.py", 0o755),
+                       ("usr/lib/vif-rules/templates/vif-patch", 0o755),
                        ("etc/rc.d/init.d/host-rules", 0o755),
                        ("etc/sysconfig/vif-rules", 0o644),
                        ("usr/lib/vif-rules/vifrules/engine.py", 0o644),
@@ -94,37 +150,42 @@ def test_install_sh_installs_and_records_the_pack(pack, tmp_path):
     recorded = root / "etc/xensource/installed-repos/vif-rules:vif-rules"
     assert (recorded / "XS-REPOSITORY").read_text() == (pack["tree"] / "XS-REPOSITORY").read_text()
     installed = _run(["rpm", "--root", str(root), "-qa", "--qf", "%{NAME}\n"]).stdout.split()
-    assert sorted(installed) == ["arptables", "ebtables", "vif-rules"]
+    assert sorted(installed) == ["arptables", "bash", "ebtables", "iptables", "vif-rules"]
     # running it again is harmless
     again = _install(pack["tree"], root)
     assert again.returncode == 0 and "installed already" in again.stdout
 
 
-def test_installed_files_work_from_their_installed_places(pack, tmp_path):
-    root = _fake_host(tmp_path)
+def test_installed_files_work_from_their_installed_places(pack, tmp_path, host_packages):
+    root = _fake_host_with_packages(tmp_path, host_packages)
     assert _install(pack["tree"], root).returncode == 0
     library = str(root / "usr/lib/vif-rules")
     usage = _run([sys.executable, str(root / "usr/lib/vif-rules/host_rules.py"), "bogus"])
     assert usage.returncode == 2 and "usage: host-rules" in usage.stderr
     call = xmlrpc.client.dumps(("OpaqueRef:session", {}), "get_version")
     env = dict(os.environ, PYTHONPATH="%s:%s" % (library, os.path.join(TOP, "tests", "xapi_standin")))
-    result = _run([sys.executable, str(root / "etc/xapi.d/plugins/vif_rules"), call], env=env)
+    result = _run([sys.executable, str(root / "usr/lib/vif-rules/templates/vif_rules"), call], env=env)
     assert result.returncode == 0, result.stderr
     response = xmlrpc.client.loads(result.stdout)[0][0]
     assert response["Status"] == "Success" and '"api_version": "1.0"' in response["Value"]
 
 
-def test_install_sh_refuses_an_older_host_and_a_corrupt_pack(pack, tmp_path):
-    old = _fake_host(tmp_path / "old", product_version="5.0.0")
+def test_install_sh_refuses_an_older_host_and_a_corrupt_pack(pack, tmp_path, host_packages):
+    old = _fake_host_with_packages(tmp_path / "old", host_packages, product_version="5.0.0")
     result = _install(pack["tree"], old)
     assert result.returncode != 0 and "requires xs:main ge 5.5.0" in result.stderr
+    assert "vif-rules" not in _run(["rpm", "--root", str(old), "-qa"]).stdout
+    newer = _fake_host_with_packages(tmp_path / "newer", host_packages, product_version="7.6.0")
+    result = _install(pack["tree"], newer)
+    assert result.returncode != 0 and "requires xs:main lt 7.1.0, host has 7.6.0" in result.stderr
+    assert "vif-rules" not in _run(["rpm", "--root", str(newer), "-qa"]).stdout
     corrupt = tmp_path / "corrupt"
     shutil.copytree(pack["tree"], corrupt)
     rpm_file = corrupt / ("vif-rules-%s-1.noarch.rpm" % VERSION)
     data = bytearray(rpm_file.read_bytes())
     data[-1] ^= 0xff
     rpm_file.write_bytes(bytes(data))
-    root = _fake_host(tmp_path / "new")
+    root = _fake_host_with_packages(tmp_path / "new", host_packages)
     result = _install(corrupt, root)
     assert result.returncode != 0 and "md5" in result.stderr
-    assert _run(["rpm", "--root", str(root), "-qa"]).stdout.strip() == ""
+    assert "vif-rules" not in _run(["rpm", "--root", str(root), "-qa"]).stdout

@@ -7,7 +7,10 @@ root's /var/lib/xcp/xapi, the vif script the fixture of its generation."""
 import itertools
 import json
 import os
+import signal
 import subprocess
+import sys
+import time
 import xmlrpc.client
 
 import pytest
@@ -218,3 +221,89 @@ def test_install_refused_without_the_netfilter_packages(tmp_path, products):
     for name in ("iptables", "ebtables", "arptables"):
         assert "%s is needed by vif-rules" % name in result.stderr, result.stderr
     assert root.installed() == ["bash-1.4.21-0.fake"]
+
+
+SPOOFER = """import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+frame, end, sent = bytes.fromhex(sys.argv[1]), time.time() + float(sys.argv[2]), 0
+while time.time() < end and sent < 5000:
+    s.send(frame)
+    sent += 1
+    time.sleep(0.02)
+print(sent)
+"""
+
+
+def _reply_times(ping_output):
+    """Epoch times of the echo replies in `ping -D` output."""
+    times = []
+    for line in ping_output.splitlines():
+        if line.startswith("[") and "bytes from" in line:
+            times.append(float(line[1:line.index("]")]))
+    return times
+
+
+def test_guests_keep_their_network_through_install_and_upgrade(tmp_path, products,
+                                                               require_netns):
+    """A guest on a real bridge pings the uplink every 20 ms while the RPM is
+    installed and upgraded on its host: no gap over a second once the rules
+    are in force, and a spoofing guest gets nothing through from then on."""
+    import netbed
+    from attacks import ATTACKS
+    spoof = [a for a in ATTACKS if a.name == "ipv4-source-foreign"][0]
+    bed = netbed.NetBed(str(tmp_path / "bed"), backend="legacy")
+    os.makedirs(bed.workdir)
+    xs = None
+    with bed:
+        root = dom0root.Dom0Root(tmp_path / "root", dom0root.PROFILES["8.3"], bed.ns("h"))
+        os.makedirs(root.path)
+        root.create(products["base"], config=OPERATOR_CONFIG)
+        root.rpm("-i", *products["fakes"].values())
+        try:
+            xs = XapiStandin(socket_path=root.p("/var/lib/xcp/xapi")).start()
+            host = xs.add_host("host1", uuid=root.host_uuid)
+            for guest in bed.guests:
+                domid = int(guest.port[3:].split(".")[0])
+                vm = xs.add_vm(guest.short, resident_on=host, domid=domid, xenstore_data={
+                    "vm-data/networking/" + guest.mac.replace(":", ""): guest.network()})
+                xs.add_vif(vm, "0", guest.mac)
+            sniffer = bed.observe(["up"], [spoof.marker], seconds=2)
+            bed.send("g1", [spoof.frame])
+            assert sniffer.counts()["up"][spoof.marker] >= 1, "the open bridge passes the spoof"
+            pinger = subprocess.Popen(
+                ["ip", "netns", "exec", bed.ns("g1"), "ping", "-D", "-n", "-i", "0.02",
+                 "-W", "1", "-c", "4000", netbed.UPLINK_IP],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                start = time.time()
+                installed = root.rpm("-i", products["v1"])
+                installed_at = time.time()
+                assert "3 running VIF(s) protected" in installed.stdout, installed.stdout
+                window = max(10.0, 3 * (installed_at - start))
+                sniffer = bed.observe(["up"], [spoof.marker], seconds=window)
+                spoofer = subprocess.Popen(
+                    ["ip", "netns", "exec", bed.ns("g1"), sys.executable, "-c", SPOOFER,
+                     spoof.frame.hex(), str(window - 1)], stdout=subprocess.PIPE, text=True)
+                root.rpm("-U", products["v2"])
+                upgraded_at = time.time()
+                time.sleep(0.5)
+            finally:
+                pinger.send_signal(signal.SIGINT)
+                out, _ = pinger.communicate(timeout=30)
+            sent = int(spoofer.communicate(timeout=60)[0])
+            passed = sniffer.counts()["up"][spoof.marker]
+        finally:
+            if xs is not None:
+                xs.stop()
+    assert upgraded_at < installed_at + window - 1, "the upgrade outlasted the spoofing window"
+    assert sent > 100 and passed == 0, "%d of %d spoofed frames passed" % (passed, sent)
+    replies = _reply_times(out)
+    assert replies and replies[-1] >= upgraded_at, "the guest lost the uplink for good"
+    during = [t for t in replies if start <= t <= upgraded_at + 0.5]
+    gaps = [b - a for a, b in zip(during, during[1:])]
+    expected = int((upgraded_at + 0.5 - start) / 0.02)
+    sys.stdout.write("install + upgrade: %.1f s, %d replies (about %d sent), longest gap "
+                     "%.3f s; %d spoofed frames, none passed\n"
+                     % (upgraded_at - start, len(during), expected, max(gaps), sent))
+    assert during and max(gaps) <= 1.0, "longest gap %.2f s" % max(gaps)
