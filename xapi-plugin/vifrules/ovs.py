@@ -9,8 +9,6 @@ name, on whatever bridge it is (one ovs-vsctl run reads every bridge, port
 and port number at once). Flows whose cookie is not ours are never touched.
 """
 
-import re
-
 from vifrules import openflow, policy
 from vifrules.errors import InvalidArgument
 from vifrules.ruleset import sorted_vifs
@@ -92,19 +90,27 @@ LIST_ARGS = ["--format=csv", "--data=bare", "--no-headings", "--",
              "--columns=_uuid,name,interfaces", "list", "Port", "--",
              "--columns=_uuid,name,ofport", "list", "Interface"]
 
-_FLOW_LINE = re.compile(r"cookie=(0x[0-9a-f]+).*?table=(\d+), n_packets=(\d+).*?"
-                        r"priority=(\d+)(,[^ ]*)? actions=")
-
-
 def parse_flows(text):
-    """dump-flows text -> [(cookie, table, packets, priority, match)]."""
+    """dump-flows text -> [(cookie, table, packets, priority, match)]. A line
+    reads ' cookie=0x1, duration=1s, table=3, n_packets=0, ..., priority=5,MATCH
+    actions=...'; table 0 goes unsaid."""
     result = []
     for line in text.splitlines():
-        found = _FLOW_LINE.search(line)
-        if found:
-            cookie, table, packets, priority, match = found.groups()
-            result.append((int(cookie, 16), int(table), int(packets), int(priority),
-                           (match or ",")[1:]))
+        if " actions=" not in line or "cookie=" not in line:
+            continue
+        parts = line.split(" actions=")[0].strip().split(", ")
+        fields = {}
+        for part in parts[:-1]:
+            if "=" in part:
+                key, value = part.split("=", 1)
+                fields[key] = value
+        last = (parts[-1] + ",").split(",", 1)
+        priority, match = last[0], last[1][:-1]
+        if not priority.startswith("priority="):
+            continue
+        result.append((int(fields["cookie"], 16), int(fields.get("table", "0")),
+                       int(fields.get("n_packets", "0")), int(priority[len("priority="):]),
+                       match))
     return result
 
 
