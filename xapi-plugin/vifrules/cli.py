@@ -97,7 +97,7 @@ def hook_main(argv, stdout=None, stderr=None):
     def hook(argv):
         action, vif, network = parse_hook_args(argv)
         cfg = config_module.load()
-        engine = engine_for(cfg, syslog_logger("vif_rules"))
+        engine = engine_for(cfg, syslog_logger("vif_rules"), error_logger("vif_rules"))
         if action in TEARDOWN_ACTIONS:
             result = engine.teardown_vif(vif)
         else:
@@ -128,7 +128,7 @@ def host_rules_main(argv, stdout=None, stderr=None):
             trusted = parse_interface_list(argv[1])
         from vifrules import readiness  # only here: the vif hook must start fast
         cfg = config_module.load()
-        engine = engine_for(cfg, syslog_logger("host-rules"))
+        engine = engine_for(cfg, syslog_logger("host-rules"), error_logger("host-rules"))
         if action == "sync" and os.path.exists(cfg.get("XAPI_SOCKET")):
             # What the plugin's sync does, through the local socket: default
             # DROP and every running VIF XAPI has data for, in one batch per family.

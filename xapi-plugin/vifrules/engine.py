@@ -403,10 +403,10 @@ class Engine(object):
         if failures:
             names = list(failures.keys())
             names.sort()
-            for name in names:
-                self.log_error(failures[name])
             if len(names) == 1:
-                raise failures[names[0]]
+                raise failures[names[0]]  # the edge reports it, once
+            for name in names:
+                self.log_error(failures[name])  # the parts, with their context
             raise CommandFailed("host rules: %s failed" % ", ".join(names), "1",
                                 "; ".join([failures[name].message() for name in names]))
         self.state.clear_pending(left_behind + [HOST])

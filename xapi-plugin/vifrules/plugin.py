@@ -47,7 +47,7 @@ def _json(value):
 
 def _engine():
     cfg = config_module.load()
-    return cfg, engine_for(cfg, syslog_logger(PLUGIN_NAME))
+    return cfg, engine_for(cfg, syslog_logger(PLUGIN_NAME), error_logger(PLUGIN_NAME))
 
 
 def get_version(session, args):
@@ -88,9 +88,11 @@ def teardown_vif(session, args):
 
 def status(session, args):
     args = _arguments(args, (), ("vif",))
-    result = _engine()[1].status()
+    wanted = None
     if "vif" in args:
-        wanted = VifName(args["vif"]).name
+        wanted = VifName(args["vif"]).name  # refused before any work
+    result = _engine()[1].status()
+    if wanted is not None:
         result["vifs"] = [v for v in result["vifs"] if v["vif"] == wanted]
     return _json(result)
 
