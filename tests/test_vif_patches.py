@@ -236,11 +236,15 @@ class Host(object):
         else:
             runner = directory + "/vif"
             _write(runner, text.encode("latin-1"))
-            argv = ["bash", runner, event]
+            # #!/bin/sh: on dom0 that is bash, which runs as sh in POSIX mode
+            interpreter = ["bash"]
+            if text.startswith("#!/bin/sh\n"):
+                interpreter = ["bash", "--posix"]
+            argv = interpreter + [runner, event]
             if call == "action-type":
                 argv.append(kind)
-        if args is not None:
-            argv = argv[:2] + list(args)
+            if args is not None:
+                argv = interpreter + [runner] + list(args)
         process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         return process, calls, directory
 
