@@ -70,9 +70,10 @@ def submit(engine, change):
             lock.acquire()
         except LockTimeout:
             if time.time() >= deadline:
-                if queue.withdraw(ticket):
-                    raise LockTimeout(engine.config.lock_file, "%g" % engine.config.lock_timeout)
-                continue  # a holder took it meanwhile: its result comes
+                # Withdrawn, or a holder has it and may still commit it: either
+                # way this caller has waited as long as it may.
+                queue.withdraw(ticket)
+                raise LockTimeout(engine.config.lock_file, "%g" % engine.config.lock_timeout)
             time.sleep(POLL)
             continue
         try:
@@ -92,6 +93,8 @@ def _commit_queued(engine, queue, ticket):
         return None
     outcomes = engine.commit_changes(changes)
     mine = None
+    if len(tickets) > 1:
+        queue.prune_results(2 * engine.config.lock_timeout)
     for name, outcome in zip(tickets, outcomes):
         if name == ticket:
             mine = outcome
@@ -172,6 +175,21 @@ class _Queue(object):
             return True
         except OSError:
             return False
+
+    def prune_results(self, seconds):
+        """Results nobody came for (their callers gave up or died)."""
+        try:
+            names = os.listdir(self.results)
+        except OSError:
+            return
+        oldest = time.time() - seconds
+        for name in names:
+            path = os.path.join(self.results, name)
+            try:
+                if os.stat(path).st_mtime < oldest:
+                    os.unlink(path)
+            except OSError:
+                pass
 
     def put_result(self, ticket, outcome):
         _write(self.results, ticket, jsontext.dumps(outcome))
