@@ -14,7 +14,10 @@ VENV=${VENV:-$TOP/.venv}
 APT_TEST_PACKAGES="iptables ebtables arptables iproute2 iputils-ping iperf3 tcpdump rpm genisoimage
   cpio file binutils kmod procps python3 python3-venv gcc make curl ca-certificates
   rpm2cpio perl strace createrepo-c rpmlint gnupg dnf xorriso busybox-static
-  openvswitch-switch ethtool"
+  openvswitch-switch ethtool patch"
+# the 32-bit kernel proof (rpm/kernel/proof/run-proof.sh): kernel build and qemu
+KERNEL_PROOF_PACKAGES="linux-source-6.1 qemu-system-x86 gcc make bc flex bison libelf-dev libssl-dev libc6-dev kmod cpio rpm2cpio xz-utils python3"
+APT_TEST_PACKAGES="$APT_TEST_PACKAGES $KERNEL_PROOF_PACKAGES"
 
 need_root() {
     if [ "$(id -u)" != 0 ]; then echo "build.sh $1: run as root" >&2; exit 1; fi
@@ -93,6 +96,11 @@ case "$cmd" in
         need_root demo
         apt_install iptables ebtables arptables iproute2 iputils-ping python3
         exec python3 "$TOP/tests/demo.py" ;;
+    kernel-proof)  # [--break] [--rpms DIR] [--log FILE]: the 32-bit dom0 parts on a real i386 kernel
+        shift
+        need_root kernel-proof
+        apt_install $KERNEL_PROOF_PACKAGES
+        exec "$TOP/rpm/kernel/proof/run-proof.sh" "$@" ;;
     bench)
         shift
         need_root bench
