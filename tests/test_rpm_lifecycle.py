@@ -173,6 +173,10 @@ def test_install_upgrade_erase(host_for, products, profile):
     # ---- upgrade to v2, with a configuration change of the operator's
     changed = operator_config + 'TRUSTED_INTERFACES="eth1 eth2"\n'
     root.write("/etc/sysconfig/vif-rules", changed)
+    older_hook = "/etc/xensource/scripts/vif_rules_v0.py"
+    if _patch_checkable(root):   # an older patch of ours, calling another hook path
+        root.chroot([python, VIF_PATCH, "apply", "--hook", older_hook])
+        assert older_hook in root.read(root.profile.script)
     upgraded = root.rpm("-Uvh", products["v2"])
     out = upgraded.stdout
     assert "upgrade: every running VIF is re-applied" in out, out
@@ -186,9 +190,10 @@ def test_install_upgrade_erase(host_for, products, profile):
     # the old package's %preun/%postun took nothing away
     assert root.read(HOOK).splitlines()[0] == "#!%s -S" % python
     assert _plugin_get_version(root)["version"] == dom0root.VERSION
-    if _patch_checkable(root):
+    if _patch_checkable(root):   # replaced by the current patch, exactly once
         assert _vif_patch_status(root, python).returncode == 0
-        assert root.read(root.profile.script).count(MARKER) == 1
+        script = root.read(root.profile.script)
+        assert script.count(MARKER) == 1 and older_hook not in script and HOOK in script
 
     # ---- erase
     erased = root.rpm("-e", "vif-rules")
