@@ -710,7 +710,8 @@ def main(argv):
     parser.add_argument("--backends", default="legacy,nft")
     parser.add_argument("--reps", type=int)
     parser.add_argument("--sections",
-                        help="default: events,reprotect,forwarding,ovs (--quick: without ovs)")
+                        help="default: events,reprotect,forwarding,ovs,storm (--quick: without "
+                             "ovs and storm); --storm first: only storm_bench.py's run")
     parser.add_argument("--baseline-reprotect-full", action="store_true",
                         help="measure the baseline's re-protection of every size "
                              "instead of extrapolating the largest from the smallest")
@@ -722,6 +723,9 @@ def main(argv):
     parser.add_argument("--out", default=os.path.join(TOP, "out", "bench", "results.json"))
     parser.add_argument("--md", help="markdown table (default: tests/bench/RESULTS.md for a "
                                      "full run, none for --quick)")
+    import storm_bench  # here, not above: it imports this module
+    if argv[:1] == ["--storm"]:  # only the boot storms, with storm_bench.py's options
+        return storm_bench.main(argv[1:])
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         sys.stderr.write("bench.py: run as root (./build.sh bench)\n")
@@ -741,7 +745,7 @@ def main(argv):
     if args.baseline_reprotect_full:
         cfg["baseline_reprotect_measured"] = list(cfg["reprotect_counts"])
     sections = (args.sections or (args.quick and "events,reprotect,forwarding") or
-                "events,reprotect,forwarding,ovs").split(",")
+                "events,reprotect,forwarding,ovs,storm").split(",")
     md_path = args.md or (None if args.quick else os.path.join(HERE, "RESULTS.md"))
 
     def terminate(signum, frame):
@@ -769,6 +773,9 @@ def main(argv):
                 bench_forwarding(prefix, workdir, backend, cfg, r)
         if "ovs" in sections:
             results["ovs"] = ovs_bench.bench(workdir, cfg, PYTHON, HOOK, HOST_RULES, log)
+        if "storm" in sections:
+            results["storm"] = storm_bench.full_run(args.tree, os.path.join(workdir, "storm"),
+                                                 args.quick)
     finally:
         nsutil.cleanup_all()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -778,6 +785,8 @@ def main(argv):
     with open(args.out, "w") as handle:
         json.dump(results, handle, indent=1, sort_keys=True)
     text = markdown(results) + ovs_bench.markdown(results.get("ovs"))
+    if "storm" in results:
+        text += "\n" + storm_bench.markdown(results["storm"])
     if md_path:
         with open(md_path, "w") as handle:
             handle.write(text)
@@ -787,6 +796,8 @@ def main(argv):
         print("  %-4s %-45s %-6s %s (limit %s)%s" % (
             t["pass"] and "PASS" or "MISS", t["target"], t["backend"], t["value"],
             t["limit"], t["note"] and "  [%s]" % t["note"] or ""))
+    if "storm" in results:
+        storm_bench.report_targets(results["storm"]["targets"])
     print("results: %s%s (%.0f s)" % (args.out, md_path and ", " + md_path or "",
                                       results["seconds"]))
     return 0
