@@ -42,7 +42,9 @@ class Faults(object):
                     " echo 'injected failure' >&2; exit 1; fi; fi\n"
                     "[ -e $d/%s.garbage ] && { echo 'Segmentation fault'; exit 0; }\n"
                     "[ -e $d/%s.slow ] && sleep $(cat $d/%s.slow)\n"
-                    "exec %s \"$@\"\n" % (self.dir, name, name, name, name, name, name, name))
+                    "if [ -e $d/%s.slowonce ]; then t=$(cat $d/%s.slowonce);"
+                    " rm -f $d/%s.slowonce; sleep $t; fi\n"
+                    "exec %s \"$@\"\n" % ((self.dir,) + (name,) * 10))
                 script.chmod(script.stat().st_mode | stat.S_IEXEC)
         bed.write_config(**dict((key, str(wrap / value)) for key, value in keys.items()))
 
@@ -117,7 +119,8 @@ def test_failed_reapply_fails_closed_with_the_old_addresses_gone(legacy_bed, fau
     bed = legacy_bed
     bed.protect_all()
     g1 = bed.guests[0]
-    faults.set("ebtables-nft-restore", "times", "2")  # the event, then the host rebuild
+    for tool in ("ebtables-nft-restore", "ip6tables-legacy-restore"):
+        faults.set(tool, "times", "2")  # the event, then the host rebuild
     result = bed.hook("online", g1.port, "--network", g1.network(ipv6=[]), check=False)
     assert result.returncode == 5
     assert not _guest_rules(bed, g1.port), "fail closed: nothing of vif1.0 is left"
@@ -170,7 +173,7 @@ def test_orphaned_restore_holds_the_lock_until_it_ends(legacy_bed, faults):
     bed = legacy_bed
     bed.protect_all()
     bed.hook("offline", "vif2.0")
-    faults.set("ebtables-nft-restore", "slow", "2")
+    faults.set("ebtables-nft-restore", "slowonce", "5")  # the online's restore only
     g2 = bed.guests[1]
     process = subprocess.Popen(
         ["ip", "netns", "exec", bed.ns("h"), sys.executable] + netbed.shebang_flags(netbed.HOOK)
@@ -180,9 +183,10 @@ def test_orphaned_restore_holds_the_lock_until_it_ends(legacy_bed, faults):
     _kill_tree(process)
     started = time.time()
     bed.hook("offline", g2.port)
-    assert time.time() - started > 0.5, "offline waited for the orphaned restore"
-    time.sleep(2)  # had the orphan outlived the lock, it would commit now
+    waited = time.time() - started
+    time.sleep(max(0, 6 - waited))  # had the orphan outlived the lock, it has committed now
     assert not _guest_rules(bed, g2.port)
+    assert waited > 3, "offline waited for the orphaned restore"
 
 
 def test_command_timeout_is_an_error_of_its_own(legacy_bed, faults):
