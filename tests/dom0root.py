@@ -297,13 +297,6 @@ class Dom0Root(object):
                 " ".join(argv), result.returncode, result.stdout, result.stderr))
         return result
 
-    def popen(self, argv, **kwargs):
-        script = "set -e; %s; exec \"$@\"" % self._mounts()
-        full = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh"] + list(argv)
-        if self.netns:
-            full = ["ip", "netns", "exec", self.netns] + full
-        return subprocess.Popen(full, **kwargs)
-
     def rpm(self, *args, check=True):
         return self.run(["rpm", "--root", self.path] + list(args), check=check)
 

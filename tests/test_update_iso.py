@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 import dom0root
-from test_rpm_lifecycle import Host, OPERATOR_CONFIG  # noqa: F401  (the same sandbox host)
+from test_rpm_lifecycle import Host  # the same sandbox host
 
 TOP = dom0root.TOP
 VERSION = dom0root.VERSION
@@ -202,18 +202,21 @@ def _dnf_config(path, tree, cache):
                      % (cache, tree, tree, KEYFILE))
 
 
-@pytest.fixture
-def dom0(tmp_path):
+@pytest.fixture(scope="module")
+def dom0_parts(tmp_path_factory):
     if dom0root.unavailable():
         pytest.skip(dom0root.unavailable())
     if shutil.which("dnf") is None:
         pytest.skip("dnf is not installed (./build.sh test installs it)")
-    from test_rpm_lifecycle import nic  # noqa: F401
-    work = tmp_path / "work"
-    work.mkdir()
-    products = {"fakes": dom0root.build_fake_providers(work),
-                "base": dom0root.prepare_base(str(work / "base"))}
-    host = Host(tmp_path / "host", "8.3", products)
+    work = tmp_path_factory.mktemp("dom0-parts")
+    return {"fakes": dom0root.build_fake_providers(work),
+            "base": dom0root.prepare_base(str(work / "base"))}
+
+
+@pytest.fixture
+def dom0(tmp_path, dom0_parts):
+    """A sandbox 8.3 host (python2 and python3) with XAPI and two running guests."""
+    host = Host(tmp_path / "host", "8.3", dom0_parts)
     yield host
     host.destroy()
 
