@@ -10,7 +10,8 @@ and port number at once). Flows whose cookie is not ours are never touched.
 """
 
 from vifrules import openflow, policy
-from vifrules.errors import InvalidArgument
+from vifrules.compat import current_exception
+from vifrules.errors import InvalidArgument, StateError
 from vifrules.ruleset import sorted_vifs
 from vifrules.runner import Lock, locked, run
 from vifrules.state import StateDir
@@ -126,12 +127,15 @@ class OvsEngine(object):
 
     # ------------------------------------------------------------ the switch
 
+    def _run(self, argv, stdin_text=None, check=True):
+        return run(argv, stdin_text, check, self.config.command_timeout)
+
     def _switch(self):
-        return parse_listing(run([OVS_VSCTL] + LIST_ARGS)[1])
+        return parse_listing(self._run([OVS_VSCTL] + LIST_ARGS)[1])
 
     def _transaction(self, bridge, text):
         """One atomic change of a bridge's flows."""
-        run([OVS_OFCTL, "--bundle", "add-flows", bridge, "-"], text)
+        self._run([OVS_OFCTL, "--bundle", "add-flows", bridge, "-"], text)
 
     def _trusted(self, trusted=None):
         if trusted is not None:
@@ -144,10 +148,15 @@ class OvsEngine(object):
         return self.config.trusted_interfaces
 
     def _records(self):
-        """[(VifName, Policy)] of every VIF on record, sorted."""
+        """[(VifName, Policy)] of every VIF on record, sorted; a record that
+        cannot be read is left out (that VIF stays closed) and reported."""
         result = []
         for vif in sorted_vifs(self.state.names()):
-            nic = self.state.read(vif.name)
+            try:
+                nic = self.state.read(vif.name)
+            except StateError:
+                self.log_error(current_exception())
+                continue
             if nic is not None:
                 result.append((vif, policy.guest_policy(nic)))
         return result
@@ -170,7 +179,11 @@ class OvsEngine(object):
         return locked(self._lock(), self._apply_vif, vif, nic)
 
     def _apply_vif(self, vif, nic):
-        previous = self.state.read(vif.name)
+        try:
+            previous = self.state.read(vif.name)
+        except StateError:  # replaced below: what it said no longer matters
+            self.log_error(current_exception())
+            previous = None
         self.state.write(vif.name, nic)
         try:
             switch = self._switch()
@@ -211,7 +224,11 @@ class OvsEngine(object):
         return locked(self._lock(), self._teardown_vif, vif)
 
     def _teardown_vif(self, vif):
-        known = self.state.read(vif.name)
+        try:
+            known = self.state.read(vif.name)
+        except StateError:  # removed below; its flows go by cookie all the same
+            self.log_error(current_exception())
+            known = None
         self.state.remove(vif.name)
         self._remove_flows(vif, known, best_effort=False)
         self.log("tore down %s%s" % (vif, (known is None and " (was not on record)") or ""))
@@ -251,7 +268,7 @@ class OvsEngine(object):
         records = self._records()
         report, protected = {}, []
         for bridge in switch.managed(trusted):
-            before = parse_flows(run([OVS_OFCTL, "dump-flows", bridge])[1])
+            before = parse_flows(self._run([OVS_OFCTL, "dump-flows", bridge, "table=%d" % openflow.EGRESS])[1])
             members = self._members(switch, bridge, records)
             vif_flows, wanted = [], {}
             for vif, guest in records:
@@ -340,7 +357,7 @@ class OvsEngine(object):
         trusted = self._trusted()
         flows = {}
         for bridge in switch.managed(trusted):
-            status, text = run([OVS_OFCTL, "dump-flows", bridge], None, False)[:2]
+            status, text = self._run([OVS_OFCTL, "dump-flows", bridge], None, False)[:2]
             if status != 0:
                 missing.append("%s/%s: cannot read the flows" % (BACKEND_NAME, bridge))
                 continue
