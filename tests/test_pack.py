@@ -189,3 +189,24 @@ def test_install_sh_refuses_an_older_host_and_a_corrupt_pack(pack, tmp_path, hos
     result = _install(corrupt, root)
     assert result.returncode != 0 and "md5" in result.stderr
     assert "vif-rules" not in _run(["rpm", "--root", str(root), "-qa"]).stdout
+
+
+def test_systemd_unit_runs_before_any_vm_and_never_opens_the_host(pack, tmp_path):
+    """The unit the RPM installs (read from the RPM): ordered before xenopsd and
+    xapi start VMs, enabled for boot, and without ExecStop (stopping it or
+    shutting down must not open the host)."""
+    rpm_file = pack["tree"] / ("vif-rules-%s-1.noarch.rpm" % VERSION)
+    subprocess.run("rpm2cpio %s | cpio -idm --quiet ./usr/lib/systemd/system/host-rules.service"
+                   % rpm_file, shell=True, cwd=str(tmp_path), check=True)
+    unit = (tmp_path / "usr/lib/systemd/system/host-rules.service").read_text()
+    keys = {}
+    for line in unit.splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            keys.setdefault(key, []).extend(value.split())
+    for service in ("xapi.service", "xenopsd.service", "xenopsd-xc.service",
+                    "xcp-networkd.service"):
+        assert service in keys["Before"], service
+    assert keys["ExecStart"] == ["/etc/rc.d/init.d/host-rules", "start"]
+    assert "ExecStop" not in keys
+    assert keys["WantedBy"] == ["multi-user.target"] and keys["DefaultDependencies"] == ["no"]
