@@ -31,6 +31,11 @@ def _require_text(name, value):
         value = str(value)
     except UnicodeError:
         raise InvalidArgument(name, value, "must be ASCII")
+    # Python 3 takes non-ASCII into str() too (and splits on its spaces):
+    # one answer on every Python.
+    for char in value:
+        if not " " <= char <= "~":
+            raise InvalidArgument(name, value, "must be printable ASCII")
     if value.startswith("-"):
         raise InvalidArgument(name, value, "must not begin with '-'")
     return value
