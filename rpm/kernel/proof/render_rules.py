@@ -8,8 +8,10 @@ setup for a host with this one VIF on record):
   ebtables.restore    input of 'ebtables-restore --noflush' (filter and nat)
   arptables.commands  one arptables argument list a line, in order
   guest.env           the guest's and the uplink's names and addresses, for /init
---break removes one rule, the final DROP of the guest's 'from' chain: the
-proof must then FAIL (spoofed frames are no longer stopped).
+--break removes one rule, the nat POSTROUTING hook's jump for guest ports
+into their dispatch: the proof must then FAIL (frames for an address that is
+not the guest's reach it).  (Removing a guest chain's final DROP would not let
+a frame cross: the dispatch chain drops what the guest chain returns.)
 """
 import argparse
 import os
@@ -61,8 +63,7 @@ def arptables_lines(trusted):
     return [" ".join(argv) for argv in lines]
 
 
-def remove_final_drop(text, chain):
-    wanted = "-A %s -j DROP" % chain
+def remove_rule(text, wanted):
     lines = text.split("\n")
     if lines.count(wanted) != 1:
         raise ValueError("expected one %r in the rendered rules, found %d" % (wanted, lines.count(wanted)))
@@ -74,7 +75,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("outdir")
     p.add_argument("--break", dest="broken", action="store_true",
-                   help="remove the final DROP of the guest's 'from' chain")
+                   help="remove one rule: the jump that checks frames to guest ports")
     args = p.parse_args(argv)
     vif = VifName(VIF)
     nic = NicAddresses(parse_mac(GUEST_MAC), [parse_ipv4(GUEST_IPV4)], [parse_ipv6(GUEST_IPV6)])
@@ -82,7 +83,9 @@ def main(argv=None):
     text = restore_text(ebtables_batches(vif, nic, trusted))
     from_chain = ruleset.vif_chain_name(ruleset.FROM, vif.name)
     if args.broken:
-        text = remove_final_drop(text, from_chain)
+        rule = ruleset.port_match("ebtables", ruleset.TO, "vif+") + \
+            ("-j", ruleset.node_chain_name(ruleset.TO, "vif"))
+        text = remove_rule(text, "-A %s %s" % (ruleset.BASE_POSTROUTING, " ".join(rule)))
     os.makedirs(args.outdir, exist_ok=True)
     with open(os.path.join(args.outdir, "ebtables.restore"), "w") as f:
         f.write(text)
