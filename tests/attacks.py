@@ -126,3 +126,35 @@ def sniffing_frames():
         ARP(op=1, hwsrc=netbed.DOM0_MAC, psrc=netbed.DOM0_IP, pdst=G2.ipv4[0]) / dom0_marker
     return [("up", bytes(unicast), bytes(marker)), ("up", bytes(arp), bytes(arp_marker)),
             ("h", bytes(dom0_arp), bytes(dom0_marker))]
+
+
+# ------------------------------------------------------------ sending them
+# (the bridge and the Open vSwitch suites send them alike)
+
+def send_and_count(bed, frames_by_sender, markers, points):
+    """Send each sender's frames while sniffers at points count the markers."""
+    sniffers = bed.observe(points, markers)
+    try:
+        for sender, frames in frames_by_sender.items():
+            bed.send(sender, frames)
+    except BaseException:
+        sniffers.kill()
+        raise
+    return sniffers.counts()
+
+
+def run_attacks(bed):
+    by_sender = {}
+    for attack in ATTACKS:
+        by_sender.setdefault(attack.sender, []).append(attack.frame)
+    return send_and_count(bed, by_sender, [a.marker for a in ATTACKS], ALL_POINTS)
+
+
+def run_sniffing(bed):
+    """The sniffing frames, counted at g1 and g2 (the caller forces the flood)."""
+    by_sender = {}
+    markers = []
+    for sender, frame, marker in sniffing_frames():
+        by_sender.setdefault(sender, []).append(frame)
+        markers.append(marker)
+    return send_and_count(bed, by_sender, markers, ("g1", "g2"))

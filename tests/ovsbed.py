@@ -36,12 +36,10 @@ def available():
 
 
 class OvsBed(netbed.NetBed):
-    def __init__(self, workdir, guests=netbed.GUESTS, trusted=(UPLINK_PORT,), dummy_ports=False):
+    def __init__(self, workdir, guests=netbed.GUESTS, trusted=(UPLINK_PORT,)):
         netbed.NetBed.__init__(self, workdir, "legacy", guests, trusted)
         self.rundir = os.path.join(workdir, "ovs")
         self.daemons = []
-        # The benchmark's many ports: type=dummy (no kernel device) needs this.
-        self.vswitchd_args = (dummy_ports and ["--enable-dummy"]) or []
 
     def write_config(self, **extra):
         extra.setdefault("BACKEND", "openvswitch")
@@ -85,8 +83,7 @@ class OvsBed(netbed.NetBed):
             self.rundir, "db.sock")])
         self._wait_for(os.path.join(self.rundir, "db.sock"))
         self.vsctl("--no-wait", "init")
-        self._start("ovs-vswitchd", ["unix:%s" % os.path.join(self.rundir, "db.sock")] +
-                    self.vswitchd_args)
+        self._start("ovs-vswitchd", ["unix:%s" % os.path.join(self.rundir, "db.sock")])
         self.vsctl("add-br", BRIDGE, "--", "set", "bridge", BRIDGE, "datapath_type=netdev",
                    "other-config:hwaddr=%s" % DOM0_MAC, "fail-mode=standalone")
         self._wait_for_link(BRIDGE)

@@ -7,33 +7,13 @@ import attacks
 import netbed
 
 
-def _send_and_count(bed, frames_by_sender, markers, points):
-    sniffers = bed.observe(points, markers)
-    try:
-        for sender, frames in frames_by_sender.items():
-            bed.send(sender, frames)
-    except BaseException:
-        sniffers.kill()
-        raise
-    return sniffers.counts()
-
-
-def _run_attacks(bed):
-    by_sender = {}
-    for attack in attacks.ATTACKS:
-        by_sender.setdefault(attack.sender, []).append(attack.frame)
-    markers = [a.marker for a in attacks.ATTACKS]
-    return _send_and_count(bed, by_sender, markers, attacks.ALL_POINTS)
+_send_and_count = attacks.send_and_count
+_run_attacks = attacks.run_attacks
 
 
 def _run_sniffing(bed):
     bed.ip("h", "link", "set", netbed.BRIDGE, "type", "bridge", "ageing_time", "0")
-    by_sender = {}
-    markers = []
-    for sender, frame, marker in attacks.sniffing_frames():
-        by_sender.setdefault(sender, []).append(frame)
-        markers.append(marker)
-    return _send_and_count(bed, by_sender, markers, ("g1", "g2"))
+    return attacks.run_sniffing(bed)
 
 
 @pytest.fixture(scope="module", params=["legacy", "nft"])

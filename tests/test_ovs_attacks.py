@@ -36,32 +36,13 @@ def ovs(tmp_path):
         yield bed
 
 
-def _send_and_count(bed, frames_by_sender, markers, points):
-    sniffers = bed.observe(points, markers)
-    try:
-        for sender, frames in frames_by_sender.items():
-            bed.send(sender, frames)
-    except BaseException:
-        sniffers.kill()
-        raise
-    return sniffers.counts()
-
-
-def _run_attacks(bed):
-    by_sender = {}
-    for attack in attacks.ATTACKS:
-        by_sender.setdefault(attack.sender, []).append(attack.frame)
-    return _send_and_count(bed, by_sender, [a.marker for a in attacks.ATTACKS],
-                           attacks.ALL_POINTS)
+_send_and_count = attacks.send_and_count
+_run_attacks = attacks.run_attacks
 
 
 def _run_sniffing(bed):
     bed.force_flood()
-    by_sender, markers = {}, []
-    for sender, frame, marker in attacks.sniffing_frames():
-        by_sender.setdefault(sender, []).append(frame)
-        markers.append(marker)
-    return _send_and_count(bed, by_sender, markers, ("g1", "g2"))
+    return attacks.run_sniffing(bed)
 
 
 @pytest.fixture(scope="module")

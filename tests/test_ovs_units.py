@@ -94,7 +94,7 @@ def test_one_transaction_replaces_by_cookie_and_port_only():
     guest = policy.guest_policy(NicAddresses("02:00:00:00:00:01", ["192.0.2.11"], []))
     text = openflow.vif_bundle(vif, 5, guest, openflow.host_flows([1]),
                                openflow.shared_changes(openflow.delivery_keys(guest),
-                                                       [(5, guest)]))
+                                                       [(5, openflow.delivery_keys(guest))]))
     lines = text.splitlines()
     deletes = [l for l in lines if l.startswith("delete")]
     assert deletes[0] == "delete cookie=0x5652000000004000/-1"

@@ -171,12 +171,18 @@ def delivery_keys(guest):
     return keys
 
 
-def _ports_by_key(members, only=None):
-    """{delivery key: sorted guest ports} of members [(ofport, Policy)];
+def broadcast_keys(guest):
+    """The delivery keys every guest has, whatever its addresses (the DHCP
+    broadcast): those of a guest whose record need not be read."""
+    return [key for key in delivery_keys(guest)[1:] if key[1].startswith("udp,")]
+
+
+def _ports_by_key(entries, only=None):
+    """{delivery key: sorted guest ports} of entries [(ofport, keys)];
     only: just these keys."""
     ports_of = {}
-    for ofport, guest in members:
-        for key in delivery_keys(guest):
+    for ofport, keys in entries:
+        for key in keys:
             if only is not None and key not in only:
                 continue
             ports = ports_of.setdefault(key, [])
@@ -198,20 +204,20 @@ def _delivery_flow(key, ports):
 def shared_flows(members):
     """DELIVER's flows for the guests of one bridge: members is a list of
     (ofport, Policy). A broadcast or multicast goes on to OUTSIDE as well."""
-    ports_of = _ports_by_key(members)
+    ports_of = _ports_by_key([(p, delivery_keys(g)) for p, g in members])
     keys = list(ports_of.keys())
     keys.sort()
     return [_delivery_flow(key, ports_of[key]) for key in keys]
 
 
-def shared_changes(keys, members):
+def shared_changes(keys, entries):
     """Bundle lines that bring DELIVER's flows of these keys (those of a VIF
-    before and after its change) in line with members: an 'add' replaces a
-    flow of the same match, a key no member has any more is deleted."""
+    before and after its change) in line with entries [(ofport, keys)]: an
+    'add' replaces a flow of the same match, a key nobody has is deleted."""
     wanted = {}
     for key in keys:
         wanted[key] = 1
-    ports_of = _ports_by_key(members, wanted)
+    ports_of = _ports_by_key(entries, wanted)
     keys = list(wanted.keys())
     keys.sort()
     lines = []

@@ -214,11 +214,43 @@ class OvsEngine(object):
         for one in (guest, before):
             if one is not None:
                 keys.extend(openflow.delivery_keys(one))
-        members = self._members(switch, bridge, self._records())
+        entries = []
+        if keys:
+            entries = self._entries(switch, bridge, vif, guest or before)
+        if guest is not None:
+            entries.append((ofport, openflow.delivery_keys(guest)))
         text = openflow.vif_bundle(vif, ofport, guest,
                                    self._host_flows(switch, bridge, self._trusted()),
-                                   openflow.shared_changes(keys, members))
+                                   openflow.shared_changes(keys, entries))
         self._transaction(bridge, text)
+
+    def _entries(self, switch, bridge, vif, guest):
+        """[(ofport, delivery keys)] of the VIFs on record on bridge, for the
+        keys an event of vif touches. A key of vif's can be another's too:
+        its own MAC is its twin's (vif and tap of one NIC), its IPv6 groups
+        another IPv6 guest's, the DHCP broadcast everyone's. So only those
+        records are read; of the others, their port is enough. (Two guests
+        given one IPv4 address share its ARP key only after sync.)"""
+        with_ipv6 = {}
+        for other in self.state.names_with_ipv6():
+            with_ipv6[other.name] = 1
+        common = openflow.broadcast_keys(guest)
+        entries = []
+        for other in self.state.names():
+            found = switch.port(other.name)
+            if found is None or found[0] != bridge or other.name == vif.name:
+                continue
+            if other.name in with_ipv6 or (other.domid, other.devid) == (vif.domid, vif.devid):
+                try:
+                    nic = self.state.read(other.name)
+                except StateError:
+                    self.log_error(current_exception())
+                    continue
+                if nic is not None:
+                    entries.append((found[1], openflow.delivery_keys(policy.guest_policy(nic))))
+            else:
+                entries.append((found[1], common))
+        return entries
 
     def teardown_vif(self, vif):
         return locked(self._lock(), self._teardown_vif, vif)
