@@ -6,6 +6,7 @@
 #   ./build.sh test       install test dependencies (apt + venv) and run the whole suite
 #   ./build.sh demo       one-minute demo on a throwaway namespace bridge
 #   ./build.sh bench      benchmark against the 2010 per-rule approach
+#   ./build.sh mutants    drop each rule of a guest's policy in turn; the attacks must notice
 set -eu
 TOP=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT:-$TOP/out}
@@ -101,6 +102,12 @@ case "$cmd" in
         need_root kernel-proof
         apt_install $KERNEL_PROOF_PACKAGES
         exec "$TOP/rpm/kernel/proof/run-proof.sh" "$@" ;;
+    mutants)
+        shift
+        need_root mutants
+        apt_install $APT_TEST_PACKAGES
+        make_venv
+        exec "$VENV/bin/python" "$TOP/tests/mutants.py" "$@" ;;
     bench)
         shift
         need_root bench
@@ -108,5 +115,5 @@ case "$cmd" in
         make_venv
         exec "$VENV/bin/python" "$TOP/tests/bench/bench.py" "$@" ;;
     *)
-        sed -n '2,9p' "$0" >&2; exit 2 ;;
+        sed -n '2,10p' "$0" >&2; exit 2 ;;
 esac

@@ -6,7 +6,7 @@ and must not arrive on a protected one.
 """
 
 from scapy.all import (ARP, BOOTP, Dot1AD, Dot1Q, Dot3, Ether, ICMPv6ND_NA,
-                       ICMPv6ND_NS, ICMPv6ND_RA, ICMPv6NDOptDstLLAddr,
+                       ICMPv6ND_NS, ICMPv6ND_RA, ICMPv6ND_Redirect, ICMPv6NDOptDstLLAddr,
                        ICMPv6NDOptSrcLLAddr, IP,
                        IPv6, LLC, SNAP, UDP, Raw)
 
@@ -91,6 +91,14 @@ ATTACKS = [
     Attack("router-advertisement", "g1",
            lambda m: Ether(src=G1.mac, dst=BCAST) / IPv6(src=G1_LL, dst="ff02::1") /
            ICMPv6ND_RA() / ICMPv6NDOptSrcLLAddr(lladdr=G1.mac) / m),
+    # From the guest's own link-local address: only the rule against the
+    # message kind stops them (found by ./build.sh mutants).
+    Attack("icmpv6-redirect", "g1",
+           lambda m: Ether(src=G1.mac, dst=BCAST) / IPv6(src=G1_LL, dst="ff02::1") /
+           ICMPv6ND_Redirect(tgt=G1_LL, dst=netbed.UPLINK_IP6) / m),
+    Attack("dhcpv6-server-reply", "g1",
+           lambda m: Ether(src=G1.mac, dst=BCAST) / IPv6(src=G1_LL, dst="ff02::1") /
+           UDP(sport=547, dport=546) / m),
     # Sent from the guest's own link-local address: only the check of the
     # target address stops it, in ip6tables, which dom0's sniffer on the
     # bridge device sees before: so it is watched at the uplink.
