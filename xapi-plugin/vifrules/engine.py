@@ -617,10 +617,16 @@ class Engine(object):
                 raise CommandFailed(" ".join([tool, "-D", "FORWARD", "-j",
                                               ruleset.BASE_FORWARD]), "0",
                                     "the jump is still listed after its deletion")
-            for name in (ruleset.BASE_FORWARD, ruleset.PORTS_OUT):
-                self._run([tool, "-F", name], check=False)
-            for name in (ruleset.BASE_FORWARD, ruleset.PORTS_OUT):
-                self._run([tool, "-X", name], check=False)
+            ours = (ruleset.BASE_FORWARD, ruleset.PORTS_OUT)
+            listed = [n for n in ours if _arptables_has_chain(self._arptables_listing(), n)]
+            for name in listed:
+                self._run([tool, "-F", name])
+            for name in listed:
+                self._run([tool, "-X", name])
+            left = [n for n in ours if _arptables_has_chain(self._arptables_listing(), n)]
+            if left:
+                raise CommandFailed(" ".join([tool, "-X"] + left), "0",
+                                    "the chains are still listed after their deletion")
         for family in families:
             if family in failures:
                 raise failures[family]
@@ -773,6 +779,16 @@ class Engine(object):
         for chain in ruleset.host_chains(family, table, []):
             if chain.name not in saved.chains:
                 missing.append("%s/%s: chain %s is missing" % (family, table, chain.name))
+        wanted = {}
+        for vif in members:
+            for name in ruleset.vif_chain_names(family, table, vif.name):
+                wanted[name] = 1
+        stale = [name for name in saved.chains
+                 if name[:4] in ("VRF-", "VRT-") and name not in wanted]
+        stale.sort()
+        for name in stale:
+            missing.append("%s/%s: chain %s is in force but no record wants it; the next "
+                           "sync or start removes it" % (family, table, name))
         for vif in members:
             for name in ruleset.vif_chain_names(family, table, vif.name):
                 if name not in saved.chains:
@@ -856,6 +872,13 @@ def _trusted_in_force(saved, family):
                 if port not in guest_ports and port not in trusted:
                     trusted.append(port)
     return trusted
+
+
+def _arptables_has_chain(listing, chain):
+    for line in listing.splitlines():
+        if line.startswith("Chain ") and line.split()[1] == chain:
+            return True
+    return False
 
 
 def _arptables_chain(listing, chain):
