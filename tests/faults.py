@@ -213,10 +213,15 @@ DUMPS = (("iptables", "iptables-legacy-save"), ("ip6tables", "ip6tables-legacy-s
 
 def tables(bed):
     """{'family/table': text} of every table of ours in the bed's host, plus
-    'arptables' (its listing), without counters or comments."""
+    'arptables' (its listing), without counters or comments; one process
+    in the namespace for all four dumps."""
+    separator = "=== vif-rules-fault-dump ==="
+    script = "; ".join("%s; echo '%s'" % (tool, separator) for _, tool in DUMPS)
+    out = bed.run("h", ["sh", "-ec", script + "; arptables-legacy -L -n"]).stdout
+    parts = out.split(separator + "\n")
     result = {}
-    for family, tool in DUMPS:
-        text = re.sub(r"\[\d+:\d+\]", "[0:0]", bed.run("h", [tool]).stdout)
+    for (family, _), text in zip(DUMPS, parts):
+        text = re.sub(r"\[\d+:\d+\]", "[0:0]", text)
         name = None
         for line in text.splitlines():
             if line.startswith("#"):
@@ -226,7 +231,7 @@ def tables(bed):
                 result[name] = ""
             if name is not None:
                 result[name] += line + "\n"
-    result["arptables"] = bed.run("h", ["arptables-legacy", "-L", "-n"]).stdout
+    result["arptables"] = parts[len(DUMPS)]
     return result
 
 
@@ -237,45 +242,38 @@ def closed(text):
 
 
 def _arp_chains(listing):
+    """{chain: (policy or None, [rules])} of an 'arptables -L -n' listing."""
     chains, current = {}, None
     for line in listing.splitlines():
         if line.startswith("Chain "):
             current = line.split()[1]
-            chains[current] = [line]
+            policy = "(policy " in line and line.split("(policy ")[1].rstrip(")") or None
+            chains[current] = (policy, [])
         elif line.strip() and current is not None:
-            chains[current].append(line.strip())
+            chains[current][1].append(line.strip())
     return chains
 
 
 def _arp_open(listing):
-    chains = _arp_chains(listing)
-    forward = chains.get("FORWARD", [""])
-    return "policy ACCEPT" in forward[0] and len(forward) == 1
+    policy, rules = _arp_chains(listing).get("FORWARD", (None, None))
+    return policy == "ACCEPT" and rules == []
 
 
 def _arp_within(listing, versions):
-    """A listing some arptables commands into a rebuild may leave: FORWARD
-    DROP, and every chain a prefix of its rules in one of the versions.
-    Any listing is within the union when one version is wide open."""
-    if [v for v in versions if v is not None and _arp_open(v)]:
+    """A listing that arptables commands part-way into a rebuild may leave:
+    FORWARD DROP, and every chain's rules a prefix of that chain's rules in
+    one of the versions (the rebuild flushes, then appends). Any listing is
+    within the union when one version is wide open (a stopped host)."""
+    versions = [v for v in versions if v is not None]
+    if [v for v in versions if _arp_open(v)]:
         return True
     chains = _arp_chains(listing)
-    if "policy DROP" not in chains.get("FORWARD", [""])[0]:
+    if chains.get("FORWARD", (None,))[0] != "DROP":
         return False
-    for name, rules in chains.items():
-        if name == "FORWARD":
-            rules = rules[1:]
-        fits = False
-        for version in versions:
-            if version is None:
-                continue
-            theirs = _arp_chains(version).get(name)
-            if theirs is None:
-                continue
-            theirs = theirs[1:] if name == "FORWARD" else theirs
-            if theirs[:len(rules)] == rules:
-                fits = True
-        if not fits:
+    for name, (policy, rules) in chains.items():
+        prefixes = [theirs for theirs in [_arp_chains(v).get(name) for v in versions]
+                    if theirs is not None and theirs[1][:len(rules)] == rules]
+        if not prefixes:
             return False
     return True
 
