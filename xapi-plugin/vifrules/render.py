@@ -76,7 +76,11 @@ def _table_lines(batch):
         lines.append("-I %s 1 -j %s" % (builtin, target))
     for name in batch.delete:
         lines.append("-X %s" % name)
-    lines.append("COMMIT")
+    if family != "ebtables":
+        # ebtables-restore (2.0.x) knows no COMMIT line and refuses it: a
+        # table ends at the next '*' or the end of the input (the nft variant
+        # commits there too, all or nothing).
+        lines.append("COMMIT")
     return lines
 
 
