@@ -400,3 +400,24 @@ def test_reapplies_under_a_spoofing_flood_let_nothing_through(ovs):
     assert counts[own_marker.hex()] > 0, "the guest's own source passes after the swaps"
     assert counts[marker.hex()] == 0, \
         "%d of %d spoofed frames passed during the swaps" % (counts[marker.hex()], sent)
+
+
+DOM0_PYTHONS = {"2.7": "/root/.pyenv/versions/2.7.18/bin/python",
+                "3.6": "/root/.pyenv/versions/3.6.15/bin/python"}
+
+
+@pytest.mark.parametrize("version", sorted(DOM0_PYTHONS))
+def test_backend_runs_under_each_dom0_python(ovs, version):
+    python = DOM0_PYTHONS[version]
+    if not os.path.exists(python):
+        pytest.skip("no Python %s here" % version)
+    ovs.host_rules("start", python=python)
+    g1, g2 = ovs.guests[0], ovs.guests[1]
+    for guest in (g1, g2):
+        ovs.hook("online", guest.port, "--network", guest.network(), python=python)
+    assert ovs.ping("g1", g2.ipv4[0])
+    assert ovs.host_rules("status", python=python).returncode == 0
+    ovs.hook("offline", g1.port, python=python)
+    assert not _ours(ovs.flows(openflow.vif_cookie(VifName(g1.port))))
+    ovs.host_rules("sync", python=python)
+    assert ovs.ping("g2", netbed.UPLINK_IP)
