@@ -114,6 +114,11 @@ ATTACKS = [
            lambda m: Ether(src=G1.mac, dst=BCAST) / IPv6(src=G1.ipv6[0], dst="ff02::1") /
            ICMPv6ND_NA(tgt=G1.ipv6[0], R=0, S=0, O=1) /
            ICMPv6NDOptDstLLAddr(lladdr=FOREIGN_MAC) / m, points=("up",)),
+    # Two source link-layer options, the foreign one first: Linux keeps the
+    # first it reads; a parser that calls the list invalid reads "no option".
+    Attack("neighbour-solicit-two-sll", "g1",
+           lambda m: neighbour_solicit_foreign_sll() / ICMPv6NDOptSrcLLAddr(lladdr=G1.mac) / m,
+           points=("up",)),
     Attack("dhcp-server-reply", "g1",
            lambda m: Ether(src=G1.mac, dst=BCAST) / IP(src=G1.ipv4[0], dst="255.255.255.255") /
            UDP(sport=67, dport=68) / BOOTP(op=2, yiaddr="192.0.2.50") / m),
@@ -139,9 +144,9 @@ def sniffing_frames():
 # ------------------------------------------------------------ sending them
 # (the bridge and the Open vSwitch suites send them alike)
 
-def send_and_count(bed, frames_by_sender, markers, points):
+def send_and_count(bed, frames_by_sender, markers, points, seconds=1.5):
     """Send each sender's frames while sniffers at points count the markers."""
-    sniffers = bed.observe(points, markers)
+    sniffers = bed.observe(points, markers, seconds)
     try:
         for sender, frames in frames_by_sender.items():
             bed.send(sender, frames)

@@ -55,8 +55,9 @@ SYSCTL_SETTER = "host-rules start (sets the sysctl)"
 BRIDGE_BACKEND = "xe-switch-network-backend bridge|openvswitch"
 OVS_PROVIDER = "openvswitch of dom0 (base system)"
 OVS_TOOLS = ("ovs-vsctl", "ovs-ofctl")
-# 'ovs-ofctl --bundle' (OpenFlow 1.4 bundles) swaps a VIF's flows atomically.
-OVS_BUNDLE_VERSION = (2, 4)
+# 'ovs-ofctl --bundle' (OpenFlow 1.4 bundles, 2.4) swaps a VIF's flows
+# atomically; check_pkt_larger (2.12) tells a missing ND option from a hidden one.
+OVS_BUNDLE_VERSION = (2, 12)
 
 TOOL_PROVIDERS = {"iptables": IPTABLES_RPM, "ip6tables": IPTABLES_RPM,
                   "ebtables": EBTABLES_RPM, "arptables": ARPTABLES_RPM}
@@ -318,7 +319,7 @@ def _ovs_items(cfg, root, run_commands):
             items.append(_item("%s tool" % tool, MISSING, "%s at %s does not run: %s"
                                % (tool, path, line or "status %d" % status), OVS_PROVIDER))
         elif version < OVS_BUNDLE_VERSION:
-            items.append(_item("%s tool" % tool, MISSING, "%s: OpenFlow bundles need Open "
+            items.append(_item("%s tool" % tool, MISSING, "%s: the flows need Open "
                                "vSwitch %d.%d or later" % ((line,) + OVS_BUNDLE_VERSION),
                                OVS_PROVIDER))
         else:
