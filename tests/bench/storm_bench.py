@@ -55,9 +55,11 @@ PROBE = os.path.join(HERE, "storm_probe.py")
 PYTHONS = {"2.7": "/root/.pyenv/versions/2.7.18/bin/python",
            "3.6": "/root/.pyenv/versions/3.6.15/bin/python"}
 FULL = {"storms": [(200, 8, 200), (1000, 16, 0)], "reps": 3, "single_resident": 500,
-        "single_reps": 11}
-QUICK = {"storms": [(12, 4, 4)], "reps": 1, "single_resident": 20, "single_reps": 3}
-PARTS = ["storm", "count", "profile", "single"]
+        "single_reps": 11, "group": 8, "group_resident": [200, 500, 1000],
+        "sides": ["ours", "baseline"]}
+QUICK = {"storms": [(12, 4, 4)], "reps": 1, "single_resident": 20, "single_reps": 3,
+         "group": 4, "group_resident": [20], "sides": ["ours", "baseline"]}
+PARTS = ["storm", "count", "profile", "single", "groupcost"]
 STORM_TARGET = 0.25
 SINGLE_TARGET = 0.5
 BEGIN, END = "<!-- storm:begin -->", "<!-- storm:end -->"
@@ -78,8 +80,9 @@ class Tree(object):
     tree during a run do not change what is measured, and Python 2.7 and
     3.6 write their bytecode into the copy (as on a dom0 after a first run)."""
 
-    def __init__(self, source, workdir):
-        self.dir = os.path.join(workdir, "tree")
+    def __init__(self, source, workdir, name="tree"):
+        self.label = name
+        self.dir = os.path.join(workdir, name)
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
         for part in ("xapi-plugin", "host-rules"):
             shutil.copytree(os.path.join(source, part), os.path.join(self.dir, part),
@@ -200,6 +203,11 @@ def storm(ns, argvs, workers, env, extra_env=None, timeout=1800):
         deadline = time.perf_counter() + timeout
         start = time.perf_counter()
         while following < len(argvs) or running:
+            if stop.is_set():  # interrupted: end what runs, launch no more
+                for _, process, _, _, _ in running.values():
+                    process.kill()
+                    process.wait()
+                raise KeyboardInterrupt("storm in %s stopped" % ns)
             while following < len(argvs) and len(running) < workers:
                 output = tempfile.TemporaryFile()
                 launched = time.perf_counter()
@@ -216,7 +224,7 @@ def storm(ns, argvs, workers, env, extra_env=None, timeout=1800):
                 for _, process, _, _, _ in running.values():
                     process.kill()
                 raise RuntimeError("storm in %s did not end within %ss" % (ns, timeout))
-            for pidfd, _ in poller.poll(left * 1000):
+            for pidfd, _ in poller.poll(min(left, 1) * 1000):
                 index, process, output, launched, wall = running.pop(pidfd)
                 poller.unregister(pidfd)
                 os.close(pidfd)
@@ -238,9 +246,15 @@ def storm(ns, argvs, workers, env, extra_env=None, timeout=1800):
             body()
         except BaseException as error:  # re-raised in the caller's thread
             box["error"] = error
+    stop = threading.Event()
     thread = threading.Thread(target=guarded, name="storm-" + ns)
     thread.start()
-    thread.join()
+    try:
+        thread.join()
+    except BaseException:
+        stop.set()
+        thread.join()
+        raise
     if "error" in box:
         raise box["error"]
     return box["wall"], box["runs"], box["cpu"]
@@ -279,6 +293,12 @@ def reference(prefix, workdir, backend, tree, python, n, r):
         return host.dumps(), host.records()[0], seconds
     finally:
         nsutil.delete(host.ns)
+
+
+def same_ruleset(differ):
+    """Every family's dump and the records equal the serial host's (files
+    left in queue/results are told apart: a caller that gave up leaves one)."""
+    return not [d for d in differ if not d.startswith("left over")]
 
 
 def compare(host, ref_dumps, ref_records):
@@ -330,17 +350,20 @@ def run_baseline(prefix, label, workdir, backend, python, n, k, r):
     return host, wall, runs, cpu
 
 
-def bench_storms(prefix, workdir, backend, tree, cfg, pythons, parts, result):
+def bench_storms(prefix, workdir, backend, tree, cfg, pythons, parts, result, checkpoint):
     out = result.setdefault("storm", {})
+    sides = cfg["sides"]
     for n, k, r in cfg["storms"]:
         key = "%d/%d/%d" % (n, k, r)
         entry = out.setdefault(key, {"n": n, "k": k, "r": r, "pythons": {}})
         first = list(pythons)[0]
-        log("%s %s: reference host, %d VIFs applied one by one (%s)" % (backend, key, n, first))
-        ref_dumps, ref_records, serial = reference(prefix, workdir, backend, tree,
-                                                   pythons[first], n, r)
-        entry["serial_seconds"] = serial
-        entry["serial_python"] = first
+        if "ours" in sides or set(parts) & {"count", "profile"}:
+            log("%s %s: reference host, %d VIFs applied one by one (%s)" % (
+                backend, key, n, first))
+            ref_dumps, ref_records, serial = reference(prefix, workdir, backend, tree,
+                                                       pythons[first], n, r)
+            entry["serial_seconds"] = serial
+            entry["serial_python"] = first
         for version in pythons:
             entry["pythons"].setdefault(version, {"ours": [], "baseline": [], "equal": [],
                                                   "differ": [], "failures": 0,
@@ -350,7 +373,7 @@ def bench_storms(prefix, workdir, backend, tree, cfg, pythons, parts, result):
             for rep in range(cfg["reps"]):
                 for version, python in pythons.items():
                     e = entry["pythons"][version]
-                    sides = ["ours", "baseline"]
+                    sides = [side for side in ("ours", "baseline") if side in cfg["sides"]]
                     if rep % 2:
                         sides.reverse()  # neither side always runs on a fresher machine
                     for side in sides:
@@ -364,7 +387,7 @@ def bench_storms(prefix, workdir, backend, tree, cfg, pythons, parts, result):
                                 nsutil.delete(host.ns)
                             e["ours"].append(wall)
                             e.setdefault("ours_cpu", []).append(cpu)
-                            e["equal"].append(not differ)
+                            e["equal"].append(same_ruleset(differ))
                             e["differ"].append(differ)
                             e["failures"] += len(failed(runs))
                             e.setdefault("hook_seconds_max", []).append(
@@ -383,6 +406,7 @@ def bench_storms(prefix, workdir, backend, tree, cfg, pythons, parts, result):
                             e["baseline_failures"] += len(failed(runs))
                         log("%s %s py%s rep %d: %s %.2fs (CPU %.2fs)" % (
                             backend, key, version, rep, side, wall, cpu))
+                        checkpoint()
             for version, e in entry["pythons"].items():
                 e["ours_stats"] = stats(e["ours"])
                 e["baseline_stats"] = stats(e["baseline"])
@@ -396,8 +420,11 @@ def bench_storms(prefix, workdir, backend, tree, cfg, pythons, parts, result):
                 e = entry["pythons"][version]
                 logfile = os.path.join(workdir, "tools-%s-%s-%s.log" % (backend, key.replace(
                     "/", "-"), version))
-                host, wall, runs, cpu = run_ours(prefix, "c", workdir, backend, tree, python, n, k,
-                                            r, wrap_log=logfile)
+                probe_out = None
+                if "profile" in parts:  # one run for both: neither is timed
+                    probe_out = logfile + ".probe"
+                host, wall, runs, cpu = run_ours(prefix, "c", workdir, backend, tree, python,
+                                                 n, k, r, wrap_log=logfile, probe_out=probe_out)
                 try:
                     differ = compare(host, ref_dumps, ref_records)
                 finally:
@@ -410,12 +437,19 @@ def bench_storms(prefix, workdir, backend, tree, cfg, pythons, parts, result):
                             counts.setdefault(kind, {}).setdefault(family, 0)
                             counts[kind][family] += 1
                 e["count"] = {"restores": counts.get("restore", {}), "saves": counts.get("save", {}),
-                              "wall": wall, "equal": not differ, "differ": differ,
+                              "wall": wall, "equal": same_ruleset(differ), "differ": differ,
                               "failures": len(failed(runs)), "events": n}
                 log("%s %s py%s count run: restores %s, saves %s (%.2fs, equal %s)" % (
                     backend, key, version, counts.get("restore"), counts.get("save"), wall,
                     not differ))
-        if "profile" in parts:
+                if probe_out:
+                    e["profile"] = profile(probe_out, runs, wall)
+                    e["profile"]["equal"] = same_ruleset(differ)
+                    e["profile"]["with_wrappers"] = True
+                    log("%s %s py%s profile: %s" % (backend, key, version,
+                                                     profile_line(e["profile"])))
+                checkpoint()
+        if "profile" in parts and "count" not in parts:
             for version, python in pythons.items():
                 e = entry["pythons"][version]
                 probe_out = os.path.join(workdir, "probe-%s-%s-%s.jsonl" % (
@@ -499,27 +533,107 @@ def profile_line(p):
                 p["sleeps"], p["sleep_seconds"], 1000 * p["python_start_median"]))
 
 
+# ------------------------------------------------------------------ one group's cost
+
+def bench_group_cost(prefix, workdir, backend, tree, cfg, pythons, result, checkpoint):
+    """What one commit costs the holder, by VIFs on record: a group of G
+    changes (the benchmark holds the host's lock until G hooks have queued
+    theirs, then lets go) against one change alone (the incremental path),
+    through the probe; CPU seconds too, which the machine's load changes
+    less than wall time."""
+    out = result.setdefault("group_cost", {"group": cfg["group"], "sizes": {}})
+    for resident in cfg["group_resident"]:
+        for version, python in pythons.items():
+            host = StormHost(prefix, "g%d" % next(_labels), workdir, backend)
+            try:
+                host.start_ours(python, tree, workload.resident_domids(resident))
+                probe_out = os.path.join(host.dir, "probe.jsonl")
+                env = host.env(VR_STORM_TREE=tree.plugin, VR_STORM_PROBE_OUT=probe_out)
+                domids = workload.resident_domids(resident + cfg["group"] + 2)[resident:]
+                for domid in domids[:2]:  # warm-up, then the change alone
+                    host.run(ours_argv(python, tree, "online", domid, probe=True),
+                             env=env).check()
+                alone = _commits(probe_out)[-1]
+                group = _held_group(host, python, tree, domids[2:], env, probe_out)
+            finally:
+                nsutil.delete(host.ns)
+            entry = {"alone": alone, "group": group, "python": version}
+            out["sizes"].setdefault(str(resident), {})[version] = entry
+            log("%s group cost at %d resident, py%s: alone %.0f ms CPU (%.0f ms wall); "
+                "group of %d %.0f ms CPU (%.0f ms wall) = %.1f x alone" % (
+                    backend, resident, version, 1000 * alone["cpu"],
+                    1000 * (alone["released"] - alone["acquired"]), group["group"],
+                    1000 * group["cpu"], 1000 * (group["released"] - group["acquired"]),
+                    group["cpu"] / max(1e-6, alone["cpu"])))
+            checkpoint()
+
+
+def _commits(probe_out):
+    commits = []
+    with open(probe_out) as handle:
+        for line in handle:
+            commits.extend(c for c in json.loads(line)["commits"] if c.get("group"))
+    return commits
+
+
+def _held_group(host, python, tree, domids, env, probe_out):
+    """Hold the host's lock until every hook of domids has queued its change;
+    let go; the commit that took them all (the probe's record of it)."""
+    import fcntl
+    queue = os.path.join(host.state_dir, "queue")
+    lock = open(os.path.join(host.dir, "lock"), "a")
+    processes = []
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        for domid in domids:
+            processes.append(nsutil.popen(host.ns, ours_argv(python, tree, "online", domid,
+                                                             probe=True), env=env))
+        deadline = time.time() + 120
+        while len([n for n in os.listdir(queue) if not n.endswith(".tmp")]) < len(domids):
+            if time.time() > deadline:
+                raise RuntimeError("the hooks did not queue their changes")
+            time.sleep(0.05)
+    finally:
+        lock.close()
+    for process in processes:
+        out, err = process.communicate(timeout=300)
+        if process.returncode != 0:
+            raise RuntimeError("hook failed: %s %s" % (out[-300:], err[-300:]))
+    return max(_commits(probe_out), key=lambda c: c["group"])
+
+
 # ------------------------------------------------------------------ one event
 
-def bench_single(prefix, workdir, backend, tree, cfg, pythons, result):
+def bench_single(prefix, workdir, backend, tree, cfg, pythons, result, checkpoint,
+                 before=None):
     """One 'online' (and its 'offline') at R resident VIFs, per interpreter,
-    ours and the baseline interleaved."""
+    ours and the baseline interleaved; before: another tree of ours (e.g.
+    the commit before group commit) measured in turn on a host of its own."""
     count = cfg["single_resident"]
     resident = workload.resident_domids(count)
     ours = StormHost(prefix, "eo%d" % next(_labels), workdir, backend)
     base = StormHost(prefix, "eb%d" % next(_labels), workdir, backend)
+    old = before and StormHost(prefix, "ep%d" % next(_labels), workdir, backend)
     try:
         ours.start_ours(list(pythons.values())[0], tree, resident)
         base.populate_baseline(resident)
+        if old:
+            old.start_ours(list(pythons.values())[0], before, resident)
         measured = workload.MEASURED_DOMID
         for python in pythons.values():  # warm-up, untimed
             for action in ("online", "offline"):
                 ours.run(ours_argv(python, tree, action, measured)).check()
                 base.run(baseline_argv(python, action, measured)).check()
+                if old:
+                    old.run(ours_argv(python, before, action, measured)).check()
         samples = dict((v, {"ours": [], "ours_offline": [], "baseline": []}) for v in pythons)
         for _ in range(cfg["single_reps"]):
             for version, python in pythons.items():
                 s = samples[version]
+                if old:
+                    s.setdefault("before", []).append(
+                        old.run(ours_argv(python, before, "online", measured)).check().seconds)
+                    old.run(ours_argv(python, before, "offline", measured)).check()
                 s["ours"].append(ours.run(ours_argv(python, tree, "online", measured))
                                  .check().seconds)
                 s["ours_offline"].append(ours.run(ours_argv(python, tree, "offline", measured))
@@ -528,16 +642,22 @@ def bench_single(prefix, workdir, backend, tree, cfg, pythons, result):
                                      .check().seconds)
                 base.run(baseline_argv(python, "offline", measured)).check()
     finally:
-        nsutil.delete(ours.ns)
-        nsutil.delete(base.ns)
+        for host in (ours, base, old):
+            if host:
+                nsutil.delete(host.ns)
     single = result.setdefault("single", {"resident": count, "pythons": {}})
+    if before:
+        single["before"] = before.label
     for version, s in samples.items():
         entry = dict((k, stats(v)) for k, v in s.items())
         entry["ratio"] = entry["ours"]["median"] / entry["baseline"]["median"]
+        if "before" in entry:
+            entry["before_ratio"] = entry["before"]["median"] / entry["baseline"]["median"]
         single["pythons"][version] = entry
         log("%s single event at %d resident, py%s: ours %.1f ms, baseline %.1f ms (x%.2f)" % (
             backend, count, version, 1000 * entry["ours"]["median"],
             1000 * entry["baseline"]["median"], entry["ratio"]))
+    checkpoint()
 
 
 # ------------------------------------------------------------------ targets, report
@@ -595,10 +715,11 @@ def markdown(run):
              "Produced by `tests/bench/storm_bench.py`%s (also `./build.sh bench --storm`) on "
              "%s, core at commit %s; %d cores, kernel %s. The machine was shared with other "
              "engineers' tests and builds while it ran (load average %s at the start): "
-             "figures are medians [min-max] over %d runs, each on fresh hosts, ours and the "
-             "baseline interleaved." % (
-                 run["quick"] and " --quick" or "", run["date"], run["commit"],
-                 os.cpu_count(), os.uname().release, run["load"], run["config"]["reps"]),
+             "figures are medians [min-max] over the runs counted in each row, each on fresh "
+             "hosts, ours and the baseline interleaved; CPU is the user+system time of the "
+             "hooks and the tools they ran, less sensitive to the others' load than wall "
+             "time." % (run["quick"] and " --quick" or "", run["date"], run["commit"],
+                        os.cpu_count(), os.uname().release, run["load"]),
              "Every script runs as its `#!` line says under the interpreter named (ours "
              "`python -S`, the baseline `python`); the baseline is "
              "`tests/bench/baseline_hook.py` (the 2010 per-rule script: no lock, one "
@@ -609,18 +730,24 @@ def markdown(run):
         if st:
             lines += ["### N VIFs online at once, K hooks at a time, R already protected "
                       "(iptables %s)" % backend, "",
-                      "| N / K / R | Python | ours (s) | baseline (s) | ours/baseline | "
+                      "| N / K / R | Python | runs | ours (s) | baseline (s) | ours/baseline | "
                       "target <= %g | CPU ours/baseline (s) | ruleset = one by one | restores "
                       "(per family) | saves |" % STORM_TARGET,
-                      "|---|---|---:|---:|---:|---|---|---|---|---|"]
+                      "|---|---|---:|---:|---:|---:|---|---|---|---|---|"]
             for key, entry in st.items():
                 for version, e in entry["pythons"].items():
+                    if "ratio" not in e and e.get("baseline"):
+                        lines.append("| %s | %s | %d | - | %s | - | not measured | - / %.1f | - "
+                                     "| - | - |" % (key, version, len(e["baseline"]),
+                                                    _s(stats(e["baseline"])),
+                                                    statistics.median(e["baseline_cpu"])))
                     if "ratio" not in e:
                         continue
                     c = e.get("count", {})
-                    lines.append("| %s | %s | %s | %s | %.3f | %s | %.1f / %.1f | %d/%d%s | %s "
-                                 "| %s |" % (
-                        key, version, _s(e["ours_stats"]), _s(e["baseline_stats"]),
+                    lines.append("| %s | %s | %d | %s | %s | %.3f | %s | %.1f / %.1f | %d/%d%s "
+                                 "| %s | %s |" % (
+                        key, version, len(e["ours"]), _s(e["ours_stats"]),
+                        _s(e["baseline_stats"]),
                         e["ratio"],
                         (e["ratio"] <= STORM_TARGET and not e["failures"]) and "met"
                         or "**missed**",
@@ -632,10 +759,11 @@ def markdown(run):
             lines.append("")
             notes = []
             for key, entry in st.items():
-                notes.append("%s: the serial reference (the %d VIFs applied one by one by the "
-                             "hook under %s) took %.1f s." % (
-                                 key, entry["n"], entry["serial_python"],
-                                 entry["serial_seconds"]))
+                if "serial_seconds" in entry:
+                    notes.append("%s: the serial reference (the %d VIFs applied one by one by the "
+                                 "hook under %s) took %.1f s." % (
+                                     key, entry["n"], entry["serial_python"],
+                                     entry["serial_seconds"]))
                 for version, e in entry["pythons"].items():
                     if e.get("failures") or e.get("baseline_failures"):
                         notes.append("%s py%s: %d of our hooks, %d baseline hooks exited "
@@ -647,10 +775,16 @@ def markdown(run):
                         notes.append("%s py%s: the baseline ended with %s rules in FORWARD "
                                      "instead of %s (per-rule tools racing)." % (
                                          key, version, lost[0], e["baseline_rules_expected"]))
-                    differ = [d for d in e.get("differ", []) if d]
-                    if differ:
-                        notes.append("%s py%s: differs from one by one in %s." % (
-                            key, version, differ[0]))
+                    for differ in [d for d in e.get("differ", []) if d]:
+                        left = [x for x in differ if x.startswith("left over")]
+                        other = [x for x in differ if not x.startswith("left over")]
+                        if other:
+                            notes.append("%s py%s: differs from one by one in %s." % (
+                                key, version, ", ".join(other)))
+                        if left:
+                            notes.append("%s py%s: files left in STATE_DIR (results of "
+                                         "callers that gave up at LOCK_TIMEOUT): %s" % (
+                                             key, version, left[0][len("left over: "):]))
             lines += ["- " + note for note in notes] + [""]
             profiled = [(key, version, e["profile"]) for key, entry in st.items()
                         for version, e in entry["pythons"].items() if "profile" in e]
@@ -673,19 +807,51 @@ def markdown(run):
                                      p["lock_tries"], p["sleeps"],
                                      1000 * p["python_start_median"]))
                 lines.append("")
+        gc = r.get("group_cost")
+        if gc and gc["sizes"]:
+            lines += ["### What one commit costs the lock holder (iptables %s; through "
+                      "`storm_probe.py`, `--parts groupcost`)" % backend, "",
+                      "The benchmark holds the host's lock until %d hooks have queued their "
+                      "change, then lets go: one of them commits the group (a full rebuild from "
+                      "the records). 'Alone' is one change with nobody waiting (the incremental "
+                      "path). CPU = user+system of the holder and the tools it ran; wall = lock "
+                      "held." % gc["group"], "",
+                      "| VIFs on record | Python | alone: CPU / wall (ms) | group of %d: CPU / "
+                      "wall (ms) | group / alone (CPU) | group's wall: records / save / render "
+                      "/ restore (ms) |" % gc["group"], "|---:|---|---:|---:|---:|---|"]
+            for resident in sorted(gc["sizes"], key=int):
+                for version, e in gc["sizes"][resident].items():
+                    a, g = e["alone"], e["group"]
+                    lines.append("| %s | %s | %.0f / %.0f | %.0f / %.0f | %.1f | %.0f / %.0f / "
+                                 "%.0f / %.0f |" % (
+                                     resident, version, 1000 * a["cpu"],
+                                     1000 * (a["released"] - a["acquired"]), 1000 * g["cpu"],
+                                     1000 * (g["released"] - g["acquired"]),
+                                     g["cpu"] / max(1e-6, a["cpu"]),
+                                     1000 * g.get("read_records", 0), 1000 * g.get("save", 0),
+                                     1000 * g.get("render_tables", 0),
+                                     1000 * g.get("restore", 0)))
+            lines.append("")
         single = r.get("single")
         if single:
             lines += ["### One `online` of %s at %d resident VIFs (iptables %s), median of %d"
                       % (workload.MEASURED_VIF, single["resident"], backend,
                          single["pythons"][list(single["pythons"])[0]]["ours"]["n"]), "",
                       "| Python | ours (ms) | baseline (ms) | ours/baseline | target <= %g | "
-                      "ours `offline` (ms) |" % SINGLE_TARGET, "|---|---:|---:|---:|---|---:|"]
+                      "ours `offline` (ms) | ours before group commit (ms) |" % SINGLE_TARGET,
+                      "|---|---:|---:|---:|---|---:|---:|"]
             for version, e in single["pythons"].items():
-                lines.append("| %s | %s | %s | %.2f | %s | %s |" % (
+                lines.append("| %s | %s | %s | %.2f | %s | %s | %s |" % (
                     version, _ms(e["ours"]), _ms(e["baseline"]), e["ratio"],
                     e["ratio"] <= SINGLE_TARGET and "met" or "**missed**",
-                    _ms(e["ours_offline"])))
+                    _ms(e["ours_offline"]),
+                    "before" in e and "%s (%.2f of the baseline)" % (
+                        _ms(e["before"]), e["before_ratio"]) or "-"))
             lines.append("")
+            if single.get("before"):
+                lines += ["'Before group commit': the hook of %s, on a host of its own with the "
+                          "same resident VIFs, measured in turn with the others." %
+                          single["before"], ""]
     lines += ["How it was measured: a thread enters the host's namespace and keeps K hooks "
               "running (vfork and exec, no shell, no `ip netns exec`) until N have run; the "
               "wall time runs from the first launch to the last exit. Resident VIFs: ours by "
@@ -718,20 +884,39 @@ def update_results(path, section):
         handle.write(text)
 
 
-def run(source, workdir, backends, cfg, pythons, parts, prefix):
-    """Every part for every backend; the results as a dict."""
+def tree_of_commit(source, commit, workdir):
+    """The hook and host-rules of a commit of source's repository."""
+    target = os.path.join(workdir, "commit-" + commit)
+    os.makedirs(target)
+    archive = subprocess.run(["git", "-C", source, "archive", commit, "xapi-plugin",
+                              "host-rules"], capture_output=True, check=True, timeout=60)
+    subprocess.run(["tar", "-x", "-C", target], input=archive.stdout, check=True, timeout=60)
+    return Tree(target, workdir, "tree-" + commit)
+
+
+def run(source, workdir, backends, cfg, pythons, parts, prefix, save=None, before=None):
+    """Every part for every backend; the results as a dict (written to save
+    as they come, too)."""
     tree = Tree(source, workdir)
+    before = before and tree_of_commit(source, before, workdir)
     started = time.time()
     out = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
            "commit": bench.tree_commit(source), "config": cfg, "pythons": pythons,
            "load": "%.1f" % os.getloadavg()[0], "backends": {}}
+
+    def checkpoint():
+        if save:
+            with open(save, "w") as handle:
+                json.dump(out, handle, indent=1, sort_keys=True)
     for index, backend in enumerate(backends):
         r = out["backends"].setdefault(backend, {})
         p = "%s%d" % (prefix, index)
-        if set(parts) & {"storm", "count", "profile"}:
-            bench_storms(p, workdir, backend, tree, cfg, pythons, parts, r)
         if "single" in parts:
-            bench_single(p, workdir, backend, tree, cfg, pythons, r)
+            bench_single(p, workdir, backend, tree, cfg, pythons, r, checkpoint, before)
+        if "groupcost" in parts:
+            bench_group_cost(p, workdir, backend, tree, cfg, pythons, r, checkpoint)
+        if set(parts) & {"storm", "count", "profile"}:
+            bench_storms(p, workdir, backend, tree, cfg, pythons, parts, r, checkpoint)
     out["seconds"] = time.time() - started
     out["targets"] = targets(out["backends"])
     return out
@@ -758,17 +943,31 @@ def main(argv):
     parser.add_argument("--pythons", default="2.7,3.6")
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--storms", help="N/K/R,... instead of the issue's")
+    parser.add_argument("--sides", help="storm: ours,baseline (default both)")
     parser.add_argument("--tree", default=TOP)
     parser.add_argument("--out", default=os.path.join(TOP, "out", "bench", "storm.json"))
     parser.add_argument("--md", help="RESULTS.md whose storm section to write (default: "
                                      "tests/bench/RESULTS.md for a full run, none for --quick)")
+    parser.add_argument("--before", metavar="COMMIT",
+                        help="single: also measure the hook of this commit (git archive)")
+    parser.add_argument("--from-json", nargs="+", metavar="FILE",
+                        help="no run: write the section from these results (merged)")
     args = parser.parse_args(argv)
+    if args.from_json:
+        results = merge(args.from_json)
+        section = markdown(results)
+        update_results(args.md or os.path.join(HERE, "RESULTS.md"), section)
+        print(section)
+        report_targets(results["targets"])
+        return 0
     if os.geteuid() != 0:
         sys.stderr.write("storm_bench.py: run as root\n")
         return 2
     cfg = dict(args.quick and QUICK or FULL)
     if args.reps:
         cfg["reps"] = args.reps
+    if args.sides:
+        cfg["sides"] = args.sides.split(",")
     if args.storms:
         cfg["storms"] = [tuple(int(x) for x in s.split("/")) for s in args.storms.split(",")]
     pythons = {}
@@ -786,7 +985,8 @@ def main(argv):
     workdir = tempfile.mkdtemp(prefix="vr-storm-")
     try:
         results = run(os.path.abspath(args.tree), workdir, args.backends.split(","), cfg,
-                      pythons, args.parts.split(","), "vrs%x" % (os.getpid() % 0xfff))
+                      pythons, args.parts.split(","), "vrs%x" % (os.getpid() % 0xfff),
+                      args.out, args.before)
     finally:
         nsutil.cleanup_all()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -800,6 +1000,62 @@ def main(argv):
     print(section)
     report_targets(results["targets"])
     return 0
+
+
+def finish(backends):
+    """Figures of runs cut short (checkpoints): equality from the differences
+    recorded, statistics of the sides measured so far."""
+    for r in backends.values():
+        for key, entry in r.get("storm", {}).items():
+            n, k, rr = entry["n"], entry["k"], entry["r"]
+            for e in entry["pythons"].values():
+                e["equal"] = [same_ruleset(d) for d in e.get("differ", [])]
+                if "count" in e:
+                    e["count"]["equal"] = same_ruleset(e["count"]["differ"])
+                if e.get("ours") and e.get("baseline"):
+                    e["ours_stats"] = stats(e["ours"])
+                    e["baseline_stats"] = stats(e["baseline"])
+                    e["ratio"] = e["ours_stats"]["median"] / e["baseline_stats"]["median"]
+                    e["cpu_ratio"] = (statistics.median(e["ours_cpu"]) /
+                                      statistics.median(e["baseline_cpu"]))
+                    e["baseline_rules_expected"] = {"iptables": 2 * (n + rr),
+                                                    "ebtables": 5 * (n + rr),
+                                                    "arptables": 4 * (n + rr)}
+
+
+def merge(paths):
+    """Results of several runs as one (storm entries by N/K/R, single by the
+    last run that measured it)."""
+    merged = None
+    for path in paths:
+        with open(path) as handle:
+            run = json.load(handle)
+        run.setdefault("quick", False)
+        if merged is None:
+            merged = run
+            continue
+        for backend, r in run["backends"].items():
+            into = merged["backends"].setdefault(backend, {})
+            for key, entry in r.get("storm", {}).items():
+                have = into.setdefault("storm", {}).setdefault(key, entry)
+                for version, e in entry["pythons"].items():
+                    mine = have["pythons"].setdefault(version, e)
+                    if mine is not e:  # sides or parts measured by another run
+                        for name, value in e.items():
+                            if value and not mine.get(name):
+                                mine[name] = value
+                for name in ("serial_seconds", "serial_python"):
+                    if name in entry:
+                        have.setdefault(name, entry[name])
+            if "group_cost" in r:
+                into["group_cost"] = r["group_cost"]
+            if "single" in r:
+                into["single"] = r["single"]
+        merged["date"] = "%s and %s" % (merged["date"], run["date"])
+        merged["load"] = "%s, %s" % (merged["load"], run["load"])
+    finish(merged["backends"])
+    merged["targets"] = targets(merged["backends"])
+    return merged
 
 
 def report_targets(found):

@@ -7,13 +7,15 @@ Runs the real hook (vifrules.cli.hook_main of the tree in $VR_STORM_TREE)
 and appends one JSON line to $VR_STORM_PROBE_OUT when it ends: when the
 process started its Python code, how often it looked at the lock and slept,
 and for every commit it made as the lock holder when it took and left the
-lock, the group's size, and the seconds spent reading the records, saving,
-parsing dumps, rendering and restoring. Runs under every interpreter the
+lock, the group's size, the CPU seconds it cost (with its tools), and the
+seconds spent reading the records, saving, parsing dumps, rendering and
+restoring. Runs under every interpreter the
 benchmark measures (2.7 and 3.6 up): plain Python, no 'with'.
 """
 
 import json
 import os
+import resource
 import sys
 import time
 
@@ -64,6 +66,15 @@ _real_commit_queued = handover._commit_queued
 _real_take_all = handover._Queue.take_all
 
 
+def _cpu():
+    """CPU seconds of this process and the children it has waited for."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
 def _acquire(self):
     RECORD["lock_tries"] += 1
     try:
@@ -71,13 +82,14 @@ def _acquire(self):
     except Exception:
         RECORD["lock_busy"] += 1
         raise
-    _current.append({"acquired": _real_time()})
+    _current.append({"acquired": _real_time(), "cpu": _cpu()})
 
 
 def _release(self):
     _real_release(self)
     if _current and "released" not in _current[-1]:
         _current[-1]["released"] = _real_time()
+        _current[-1]["cpu"] = _cpu() - _current[-1]["cpu"]
         RECORD["commits"].append(_current.pop())
 
 
