@@ -49,7 +49,7 @@ pytestmark = [
 
 def run_proof(log, *args):
     p = subprocess.run([PROOF, "--log", str(log)] + list(args), stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, universal_newlines=True, timeout=1500)
+                       stderr=subprocess.STDOUT, universal_newlines=True, timeout=3000)
     with open(str(log)) as f:
         text = f.read().replace("\r", "")
     verdicts = re.findall(r"^kernel-proof: (PASS|FAIL.*)$", p.stdout, re.M)

@@ -14,7 +14,7 @@ set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 TOP=$(cd "$HERE/../../.." && pwd)
 CACHE_ROOT=${KPROOF_CACHE:-/var/cache/vif-rules/kernel-proof}
-BOOT_TIMEOUT=${KPROOF_BOOT_TIMEOUT:-300}
+BOOT_TIMEOUT=${KPROOF_BOOT_TIMEOUT:-600}
 broken="" rpms="" log=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -49,11 +49,13 @@ if [ -z "$rpms" ]; then
     "$TOP/rpm/build-userspace.sh" "$rpms" >>"$log" 2>&1 || { verdict "FAIL (userspace RPMs)"; exit 1; }
 fi
 # ---- Debian's i386 busybox-static, downloaded (the host's busybox stays as it is)
-if ! dpkg --print-foreign-architectures | grep -qx i386; then
-    dpkg --add-architecture i386
+busybox_candidate() { apt-cache policy busybox-static:i386 2>/dev/null | awk '/Candidate:/ { print $2 }'; }
+bbver=$(busybox_candidate)
+if [ -z "$bbver" ] || [ "$bbver" = "(none)" ]; then
+    dpkg --print-foreign-architectures | grep -qx i386 || dpkg --add-architecture i386
     apt-get update -qq >>"$log" 2>&1 || echo "apt-get update reported errors; going on" >>"$log"
+    bbver=$(busybox_candidate)
 fi
-bbver=$(apt-cache policy busybox-static:i386 | awk '/Candidate:/ { print $2 }')
 bbdir=$CACHE_ROOT/busybox-i386-${bbver//[:~]/_}
 if [ ! -x "$bbdir/bin/busybox" ]; then
     (cd "$work" && apt-get download -q busybox-static:i386) >>"$log" 2>&1 || { verdict "FAIL (busybox-static:i386 download)"; exit 1; }
