@@ -26,7 +26,6 @@ import json
 import os
 import time
 
-
 import faults
 import netbed
 from xapi_standin.server import XapiStandin
@@ -321,6 +320,10 @@ class Site(object):
             # A tool that exits 0 without committing is not seen by an event
             # computed from the records; a rebuild from them (start, sync) is.
             self.lies_left_to_rebuild.append(label)
+            status = self.bed.host_rules("status", check=False)
+            if status.returncode == 0 or "NOT protected" not in status.stdout:
+                self.fail("%s: the kernel holds what no record wants, yet status says "
+                          "protected: %s" % (label, status.stdout.strip()))
             self.run_clean(REBUILD)
         self._check(op.after, "%s, then a clean %s" % (label, op.name))
 
@@ -442,7 +445,9 @@ def test_a_fault_at_every_tool_step_converges(tmp_path, require_netns):
             for key in sorted(seen):
                 if seen[key] > 1:  # else the same as failing its first call
                     plan.append((key, "fail"))
-                plan.extend([(key, "garbage"), (key, "slow:" + SLOW)])
+                plan.append((key, "garbage"))
+                if not key.endswith("_SAVE"):  # a dump nobody reads commits nothing
+                    plan.append((key, "slow:" + SLOW))
             plans.append((op, plan))
         # round robin over the ring: each trial ends where the next begins
         while [plan for op, plan in plans if plan]:
