@@ -12,9 +12,14 @@ import time
 import netbed
 
 
-def _guest(n):
-    return netbed.Guest("vif%d.0" % n, "x", "02:00:00:00:01:%02x" % n,
-                        ["198.51.100.%d" % n], [])
+def _guest(n, port=None, ipv6=False):
+    return netbed.Guest(port or "vif%d.0" % n, "x", "02:00:00:00:01:%02x" % n,
+                        ["198.51.100.%d" % n], ipv6 and ["2001:db8::1:%x" % n] or [])
+
+
+# Arrivals that share trie prefixes, a tap, several devices, IPv6 on some.
+STORM = [_guest(10), _guest(1, ipv6=True), _guest(100), _guest(11, "vif11.1"),
+         _guest(12, "tap12.0"), _guest(101, ipv6=True), _guest(2), _guest(21, "vif1.1")]
 
 
 def _held_restore(bed, tmp_path, refuse=None):
@@ -78,7 +83,7 @@ def test_waiting_callers_are_committed_together(legacy_bed, tmp_path):
     bed = legacy_bed
     bed.host_rules("start")
     log, go = _held_restore(bed, tmp_path)
-    guests = [_guest(n) for n in range(10, 18)]
+    guests = STORM
     first = _hook(bed, "online", guests[0].port, "--network", guests[0].network())
     _wait_for(lambda: _runs(log) == 1)  # the first holds the lock and commits slowly
     rest = [_hook(bed, "online", g.port, "--network", g.network()) for g in guests[1:]]

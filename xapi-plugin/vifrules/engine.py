@@ -287,11 +287,52 @@ class Engine(object):
                 self.state.remove(name)
             else:
                 self.state.write(name, wanted[name])
-        self._repair(left_behind + names)
+        once = len(names) == len(changes)  # no VIF twice in the group
+        arriving = [c for c in changes if c.kind == APPLY and previous[c.vif.name] is None]
+        leaving = [c.vif for c in changes if c.kind != APPLY]
+        if left_behind or not once:
+            self._repair(left_behind + names)
+        elif len(arriving) == len(changes):
+            # A boot storm: VIFs new to the host, inserted as one event inserts
+            # them (adding only), all in one restore per family. If the kernel
+            # refuses it, commit_changes sets the failing VIF apart.
+            self._restore_families([
+                (family, self._arrival_batches(family, arriving, names))
+                for family in self.families()])
+        elif len(leaving) == len(changes):
+            self._remove_from_kernel(leaving)
+        else:
+            self._reconcile(self._trusted())
         self.state.clear_pending(names)
         self.log("group commit: %d changes of %d VIFs in one restore per family" % (
             len(changes), len(names)))
         return results
+
+    def _arrival_batches(self, family, arriving, names):
+        """Each arriving VIF's chains and dispatch entries, inserted in turn
+        against the set as it grows, as one batch per table: inserts come
+        after every chain's rules, each where a full rewrite puts it."""
+        group = {}
+        for name in names:
+            group[name] = 1
+        if family == "ip6tables":
+            members = self.state.names_with_ipv6()
+        else:
+            members = self.state.names()
+        members = [v for v in members if v.name not in group]
+        batches = {}
+        for change in arriving:
+            if not ruleset.wants_chains(family, change.nic):
+                continue
+            for table in ruleset.TABLES[family]:
+                batch = batches.setdefault(table, Batch(family, table))
+                new_chains, inserts = ruleset.dispatch_insert(
+                    family, table, change.vif, members)
+                batch.new_chains.extend(
+                    ruleset.vif_chains(family, table, change.vif, change.nic) + new_chains)
+                batch.inserts.extend(inserts)
+            members.append(change.vif)
+        return [batches[table] for table in ruleset.TABLES[family] if table in batches]
 
     def _teardown_vif(self, vif):
         """Remove every rule of vif in every family, whatever the records
@@ -322,18 +363,20 @@ class Engine(object):
                                      " (was not on record)"))
         return {"vif": vif.name, "was_protected": known or present}
 
-    def _remove_from_kernel(self, vif):
-        """Delete what the kernel holds of vif in every family and rewrite its
-        dispatch path for the VIFs on record; True if it held anything. Every
-        family is tried; the first failure is raised after."""
+    def _remove_from_kernel(self, vifs):
+        """Delete what the kernel holds of the VIFs (one, or a list) in every
+        family and rewrite their dispatch paths for the VIFs on record; True
+        if it held anything. Every family is tried; the first failure is
+        raised after."""
+        if not isinstance(vifs, list):
+            vifs = [vifs]
         families = self.families()
         saved, failures = self._save_families(families)
         changes, present = [], False
         for family in families:
             if family not in saved:
                 continue
-            others = self._members(family, vif)
-            batches = self._teardown_batches(family, vif, others, None, saved[family])
+            batches = self._removal_batches(family, vifs, saved[family])
             for batch in batches:
                 present = present or bool(batch.delete)
             changes.append((family, batches))
@@ -343,25 +386,42 @@ class Engine(object):
                 raise failures[family]
         return present
 
-    def _teardown_batches(self, family, vif, remaining, before, saved=None):
-        """Rewrite vif's trie path for the remaining VIFs and delete the
-        chains that go: given saved (the kernel's tables), those it holds;
-        else those the records say exist (before: the set with vif)."""
+    def _removal_batches(self, family, vifs, saved):
+        """The chains of vifs the kernel holds, deleted, and their dispatch
+        paths rewritten (each chain once) for the VIFs left on record."""
+        gone = {}
+        for vif in vifs:
+            gone[vif.name] = 1
+        remaining = [v for v in self._members(family, vifs[0]) if v.name not in gone]
+        batches = []
+        for table in ruleset.TABLES[family]:
+            present = saved[table].chains
+            batch = Batch(family, table)
+            written, delete = {}, []
+            for vif in vifs:
+                path, vanish = ruleset.dispatch_path(family, table, vif, remaining)
+                for chain in path:
+                    if chain.name in present and chain.name not in written:
+                        written[chain.name] = 1
+                        batch.chains.append(_without_missing_targets(chain, present))
+                for name in vanish + ruleset.vif_chain_names(family, table, vif.name):
+                    if name in present and name not in delete:
+                        delete.append(name)
+            batch.delete = delete
+            batches.append(batch)
+        return batches
+
+    def _teardown_batches(self, family, vif, remaining, before):
+        """From the records: rewrite vif's trie path for the remaining VIFs
+        and delete its chains and the nodes that go (before: the set with
+        vif), for a VIF that leaves one family's dispatch on a re-apply."""
         batches = []
         for table in ruleset.TABLES[family]:
             batch = Batch(family, table)
             batch.chains, delete = ruleset.dispatch_path(family, table, vif, remaining)
-            own = ruleset.vif_chain_names(family, table, vif.name)
-            if saved is None:
-                absent_before = ruleset.dispatch_path(family, table, vif, before)[1]
-                delete = [name for name in delete if name not in absent_before]
-                delete.extend(own)
-            else:
-                present = saved[table].chains
-                delete = [name for name in delete + own if name in present]
-                batch.chains = [_without_missing_targets(chain, present)
-                                for chain in batch.chains if chain.name in present]
-            batch.delete = delete
+            absent_before = ruleset.dispatch_path(family, table, vif, before)[1]
+            batch.delete = [name for name in delete if name not in absent_before]
+            batch.delete.extend(ruleset.vif_chain_names(family, table, vif.name))
             batches.append(batch)
         return batches
 
