@@ -604,6 +604,13 @@ def _held_group(host, python, tree, domids, env, probe_out):
 
 # ------------------------------------------------------------------ one event
 
+def _sample(samples, name, result):
+    """Wall seconds under name, CPU seconds (with the children) under name_cpu."""
+    samples.setdefault(name, []).append(result.seconds)
+    samples.setdefault(name + "_cpu", []).append(result.rusage.ru_utime +
+                                                 result.rusage.ru_stime)
+
+
 def bench_single(prefix, workdir, backend, tree, cfg, pythons, result, checkpoint,
                  before=None):
     """One 'online' (and its 'offline') at R resident VIFs, per interpreter,
@@ -631,15 +638,15 @@ def bench_single(prefix, workdir, backend, tree, cfg, pythons, result, checkpoin
             for version, python in pythons.items():
                 s = samples[version]
                 if old:
-                    s.setdefault("before", []).append(
-                        old.run(ours_argv(python, before, "online", measured)).check().seconds)
+                    _sample(s, "before", old.run(ours_argv(python, before, "online",
+                                                           measured)).check())
                     old.run(ours_argv(python, before, "offline", measured)).check()
-                s["ours"].append(ours.run(ours_argv(python, tree, "online", measured))
-                                 .check().seconds)
-                s["ours_offline"].append(ours.run(ours_argv(python, tree, "offline", measured))
-                                         .check().seconds)
-                s["baseline"].append(base.run(baseline_argv(python, "online", measured))
-                                     .check().seconds)
+                _sample(s, "ours", ours.run(ours_argv(python, tree, "online",
+                                                      measured)).check())
+                _sample(s, "ours_offline", ours.run(ours_argv(python, tree, "offline",
+                                                              measured)).check())
+                _sample(s, "baseline", base.run(baseline_argv(python, "online",
+                                                              measured)).check())
                 base.run(baseline_argv(python, "offline", measured)).check()
     finally:
         for host in (ours, base, old):
@@ -651,6 +658,7 @@ def bench_single(prefix, workdir, backend, tree, cfg, pythons, result, checkpoin
     for version, s in samples.items():
         entry = dict((k, stats(v)) for k, v in s.items())
         entry["ratio"] = entry["ours"]["median"] / entry["baseline"]["median"]
+        entry["cpu_ratio"] = entry["ours_cpu"]["median"] / entry["baseline_cpu"]["median"]
         if "before" in entry:
             entry["before_ratio"] = entry["before"]["median"] / entry["baseline"]["median"]
         single["pythons"][version] = entry
@@ -838,20 +846,27 @@ def markdown(run):
                       % (workload.MEASURED_VIF, single["resident"], backend,
                          single["pythons"][list(single["pythons"])[0]]["ours"]["n"]), "",
                       "| Python | ours (ms) | baseline (ms) | ours/baseline | target <= %g | "
-                      "ours `offline` (ms) | ours before group commit (ms) |" % SINGLE_TARGET,
-                      "|---|---:|---:|---:|---|---:|---:|"]
+                      "ours `offline` (ms) | ours before group commit (ms) | CPU ours / "
+                      "before / baseline (ms) |" % SINGLE_TARGET,
+                      "|---|---:|---:|---:|---|---:|---:|---|"]
             for version, e in single["pythons"].items():
-                lines.append("| %s | %s | %s | %.2f | %s | %s | %s |" % (
+                lines.append("| %s | %s | %s | %.2f | %s | %s | %s | %s |" % (
                     version, _ms(e["ours"]), _ms(e["baseline"]), e["ratio"],
                     e["ratio"] <= SINGLE_TARGET and "met" or "**missed**",
                     _ms(e["ours_offline"]),
                     "before" in e and "%s (%.2f of the baseline)" % (
-                        _ms(e["before"]), e["before_ratio"]) or "-"))
+                        _ms(e["before"]), e["before_ratio"]) or "-",
+                    "ours_cpu" in e and "%.1f / %s / %.1f" % (
+                        1000 * e["ours_cpu"]["median"],
+                        "before_cpu" in e and "%.1f" % (1000 * e["before_cpu"]["median"])
+                        or "-", 1000 * e["baseline_cpu"]["median"]) or "-"))
             lines.append("")
             if single.get("before"):
                 lines += ["'Before group commit': the hook of %s, on a host of its own with the "
                           "same resident VIFs, measured in turn with the others." %
                           single["before"], ""]
+    for note in run.get("notes", []):
+        lines += ["Note: " + note, ""]
     lines += ["How it was measured: a thread enters the host's namespace and keeps K hooks "
               "running (vfork and exec, no shell, no `ip netns exec`) until N have run; the "
               "wall time runs from the first launch to the last exit. Resident VIFs: ours by "
@@ -944,6 +959,7 @@ def main(argv):
     parser.add_argument("--parts", default=",".join(PARTS))
     parser.add_argument("--storms", help="N/K/R,... instead of the issue's")
     parser.add_argument("--sides", help="storm: ours,baseline (default both)")
+    parser.add_argument("--single-reps", type=int, help="single: events measured (default 11)")
     parser.add_argument("--tree", default=TOP)
     parser.add_argument("--out", default=os.path.join(TOP, "out", "bench", "storm.json"))
     parser.add_argument("--md", help="RESULTS.md whose storm section to write (default: "
@@ -952,9 +968,13 @@ def main(argv):
                         help="single: also measure the hook of this commit (git archive)")
     parser.add_argument("--from-json", nargs="+", metavar="FILE",
                         help="no run: write the section from these results (merged)")
+    parser.add_argument("--note", action="append", default=[],
+                        help="with --from-json: a line for the section (what the JSON lacks, "
+                             "e.g. a run stopped before its end)")
     args = parser.parse_args(argv)
     if args.from_json:
         results = merge(args.from_json)
+        results["notes"] = args.note
         section = markdown(results)
         update_results(args.md or os.path.join(HERE, "RESULTS.md"), section)
         print(section)
@@ -966,6 +986,8 @@ def main(argv):
     cfg = dict(args.quick and QUICK or FULL)
     if args.reps:
         cfg["reps"] = args.reps
+    if args.single_reps:
+        cfg["single_reps"] = args.single_reps
     if args.sides:
         cfg["sides"] = args.sides.split(",")
     if args.storms:
