@@ -75,6 +75,27 @@ time.sleep(1.2)
 other = Lock(os.path.join(sys.argv[1], "the-lock"), 1)
 other.acquire()
 print("then-free True")
+other.release()
+# wait(): blocks (no polling) until the lock is free or the deadline passes
+import fcntl
+holder = open(os.path.join(sys.argv[1], "the-lock"), "a")
+fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+pid = os.fork()
+if pid == 0:
+    holder.close()
+    waiter = Lock(os.path.join(sys.argv[1], "the-lock"), 0.3)
+    started = time.time()
+    try:
+        waiter.wait(time.time() + 0.3)
+        os._exit(1)
+    except Exception:
+        if not 0.25 < time.time() - started < 1:
+            os._exit(2)
+    waiter.wait(time.time() + 5)
+    os._exit(0)
+time.sleep(0.8)
+holder.close()
+print("wait %s" % (os.waitpid(pid, 0)[1] == 0))
 '''
 
 
@@ -90,5 +111,5 @@ def test_runner_under_each_dom0_python(version, tmp_path):
     lines = probe.stdout.split("\n")[:-1]
     assert [line.split()[0] for line in lines] == [
         "cat", "stderr", "missing", "raised", "fds", "parallel", "timeout", "timeout-status",
-        "inherits-lock", "released", "orphan-holds", "then-free"]
+        "inherits-lock", "released", "orphan-holds", "then-free", "wait"]
     assert all(line.endswith(" True") for line in lines), lines

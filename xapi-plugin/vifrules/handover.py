@@ -23,7 +23,6 @@ QUEUE = "queue"
 RESULTS = "results"
 APPLY = "apply"
 TEARDOWN = "teardown"
-POLL = 0.002  # seconds between looks at the lock and the result
 
 
 class Change(object):
@@ -60,29 +59,29 @@ def submit(engine, change):
         # Nothing to hand over through: alone, under the lock (a teardown
         # still removes the rules before it reports the state error).
         return locked(engine._lock(), engine._one_change, change)
-    lock = Lock(engine.config.lock_file, 0)
+    lock = Lock(engine.config.lock_file, engine.config.lock_timeout)
     deadline = time.time() + engine.config.lock_timeout
-    while 1:
+    try:
+        lock.wait(deadline)
+    except LockTimeout:
+        # Withdrawn, or a holder has it and may still commit it: either way
+        # this caller has waited as long as it may.
         outcome = queue.take_result(ticket)
         if outcome is not None:
             return _unpack(outcome)
-        try:
-            lock.acquire()
-        except LockTimeout:
-            if time.time() >= deadline:
-                # Withdrawn, or a holder has it and may still commit it: either
-                # way this caller has waited as long as it may.
-                queue.withdraw(ticket)
-                raise LockTimeout(engine.config.lock_file, "%g" % engine.config.lock_timeout)
-            time.sleep(POLL)
-            continue
-        try:
-            mine = _commit_queued(engine, queue, ticket)
-        finally:
-            lock.release()
-        if mine is not None:
-            return _unpack(mine)
-        # A holder committed ours before we got the lock: its result is there.
+        queue.withdraw(ticket)
+        raise
+    try:
+        # A holder leaves every result before it lets the lock go.
+        outcome = queue.take_result(ticket)
+        if outcome is None:
+            outcome = _commit_queued(engine, queue, ticket)
+    finally:
+        lock.release()
+    if outcome is None:
+        raise StateError(queue.queue, "change %s was taken from the queue and no "
+                         "result was left for it" % ticket)
+    return _unpack(outcome)
 
 
 def _commit_queued(engine, queue, ticket):

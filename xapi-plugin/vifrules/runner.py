@@ -324,6 +324,32 @@ class Lock(object):
                     raise LockTimeout(self.path, str(self.timeout))
                 time.sleep(0.02)
 
+    def wait(self, deadline):
+        """Block until the lock is ours or time.time() reaches deadline
+        (LockTimeout): no polling, so waiters cost no CPU while a holder
+        commits. The alarm interrupts flock; its handler raises, so the call
+        is not restarted."""
+        directory = os.path.dirname(self.path)
+        if directory and not os.path.isdir(directory):
+            os.makedirs(directory)
+        self.handle = open(self.path, "a")
+        left = deadline - time.time()
+        previous = signal.signal(signal.SIGALRM, _alarm_raises)
+        try:
+            try:
+                if left <= 0:
+                    raise _Alarm()
+                _set_alarm(left)
+                fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX)
+            except _Alarm:
+                self.handle.close()
+                self.handle = None
+                raise LockTimeout(self.path, str(self.timeout))
+        finally:
+            _set_alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+        _inherited.append(self.handle.fileno())
+
     def release(self):
         # Closing, not LOCK_UN: a child still holding the descriptor keeps
         # the lock until it ends (LOCK_UN would free it for everyone).
@@ -333,6 +359,21 @@ class Lock(object):
                 _inherited.remove(fd)
             self.handle.close()
             self.handle = None
+
+
+class _Alarm(Exception):
+    pass
+
+
+def _alarm_raises(number, frame):
+    raise _Alarm()
+
+
+def _set_alarm(seconds):
+    if hasattr(signal, "setitimer"):  # Python 2.6+
+        signal.setitimer(signal.ITIMER_REAL, max(seconds, 0))
+    else:
+        signal.alarm(int(seconds + 0.999))
 
 
 def locked(lock, function, *args):
