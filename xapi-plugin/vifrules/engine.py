@@ -707,27 +707,9 @@ class Engine(object):
 
     def _sync(self, running, trusted):
         self.state.mark_pending(HOST)
-        on_record = self._wanted()
-        removed = [name for name in on_record.keys() if name not in running]
-        removed.sort()
-        wanted, applied, unchanged, without_data = {}, [], [], []
-        names = list(running.keys())
-        names.sort()
-        for name in names:
-            vif, nic = running[name]
-            known = on_record.get(name)
-            if nic is None:
-                if known is None:
-                    without_data.append(name)
-                else:
-                    unchanged.append(name)
-                    wanted[name] = known
-                continue
-            wanted[name] = (vif, nic)
-            if known is not None and known[1] == nic:
-                unchanged.append(name)
-            else:
-                applied.append(name)
+        plan = sync_plan(self._wanted(), running)
+        wanted, removed, applied = plan["wanted"], plan["removed"], plan["applied"]
+        unchanged, without_data = plan["unchanged"], plan["without_data"]
         # The kernel follows what is wanted even if a record cannot be
         # written: a VIF that no longer runs loses its rules in any case.
         state_errors = []
@@ -875,6 +857,34 @@ def _culprit(error, names):
         if len(found) == 1:
             return list(found.keys())[0]
     return None
+
+
+def sync_plan(on_record, running):
+    """What a sync makes of the records ({name: (VifName, nic)}) and the VIFs
+    that run ({name: (VifName, nic or None when no data is known)}): every
+    backend's sync. VIFs on record that do not run are removed; a running
+    VIF without new data keeps the data on record, or stays closed."""
+    plan = {"wanted": {}, "applied": [], "unchanged": [], "without_data": []}
+    plan["removed"] = [name for name in on_record.keys() if name not in running]
+    plan["removed"].sort()
+    names = list(running.keys())
+    names.sort()
+    for name in names:
+        vif, nic = running[name]
+        known = on_record.get(name)
+        if nic is None:
+            if known is None:
+                plan["without_data"].append(name)
+            else:
+                plan["unchanged"].append(name)
+                plan["wanted"][name] = known
+            continue
+        plan["wanted"][name] = (vif, nic)
+        if known is not None and known[1] == nic:
+            plan["unchanged"].append(name)
+        else:
+            plan["applied"].append(name)
+    return plan
 
 
 def _parse_dump(family, argv, text):

@@ -10,6 +10,7 @@ and port number at once). Flows whose cookie is not ours are never touched.
 """
 
 from vifrules import openflow, policy
+from vifrules.engine import sync_plan
 from vifrules.compat import current_exception
 from vifrules.errors import InvalidArgument, StateError
 from vifrules.ruleset import sorted_vifs
@@ -348,27 +349,16 @@ class OvsEngine(object):
         return locked(self._lock(), self._sync, running, trusted)
 
     def _sync(self, running, trusted):
-        removed = []
-        for vif in self.state.names():
-            if vif.name not in running:
-                self.state.remove(vif.name)
-                removed.append(vif.name)
-        applied, unchanged, without_data = [], [], []
-        names = list(running.keys())
-        names.sort()
-        for name in names:
-            vif, nic = running[name]
-            known = self.state.read(name)
-            if nic is None:
-                if known is None:
-                    without_data.append(name)
-                else:
-                    unchanged.append(name)
-            elif known == nic:
-                unchanged.append(name)
-            else:
-                self.state.write(name, nic)
-                applied.append(name)
+        on_record = {}
+        for vif, guest in self._records():
+            on_record[vif.name] = (vif, guest.nic)
+        plan = sync_plan(on_record, running)
+        removed, applied = plan["removed"], plan["applied"]
+        unchanged, without_data = plan["unchanged"], plan["without_data"]
+        for name in removed:
+            self.state.remove(name)
+        for name in applied:
+            self.state.write(name, plan["wanted"][name][1])
         result = self._setup_host(trusted)
         removed_flows = []
         for report in result["tables"].values():
@@ -409,8 +399,9 @@ class OvsEngine(object):
                                    % (BACKEND_NAME, found[0], vif))
                 entry["dropped"] = _drop_counters(own)
             vifs.append(entry)
+        from vifrules.vifpatch import hook_state
         return {"protected": not missing, "missing": missing, "trusted": trusted,
-                "vifs": vifs}
+                "vifs": vifs, "hook": hook_state()}
 
 
 def _drop_counters(own):
