@@ -88,6 +88,6 @@ vm=$(tr -d '\r' <"$log" | grep -E '^VM-PROOF: (PASS|FAIL)' | tail -1 || true)
 if [ "$kconfig_ok" = 1 ] && [ "$vm" = "VM-PROOF: PASS" ]; then
     verdict "PASS"; exit 0
 fi
-reasons=""
-[ "$kconfig_ok" = 1 ] || reasons="kconfig check failed;"
-verdict "FAIL ($reasons ${vm:-the VM gave no verdict (timeout or crash)})"; exit 1
+vm=${vm:-the VM gave no verdict (timeout or crash)}
+[ "$kconfig_ok" = 1 ] || vm="kconfig check failed; $vm"
+verdict "FAIL ($vm)"; exit 1
