@@ -264,6 +264,16 @@ def failed(runs):
     return [r for r in runs if r["status"] != 0]
 
 
+def failure_kinds(runs):
+    """{error code or exit status: hooks} of the hooks that failed."""
+    kinds = {}
+    for run in failed(runs):
+        code = re.search(r"VIF_RULES_[A-Z_]+", run["output"])
+        name = code and code.group(0) or "exit %s" % run["status"]
+        kinds[name] = kinds.get(name, 0) + 1
+    return kinds
+
+
 def storm_domids(n, r):
     """The N storm guests after the R resident ones."""
     domids = workload.resident_domids(r + n)
@@ -307,7 +317,11 @@ def compare(host, ref_dumps, ref_records):
     records, left = host.records()
     differ = [f for f in sorted(ref_dumps) if dumps[f] != ref_dumps[f]]
     if records != ref_records:
-        differ.append("records")
+        missing = sorted(set(ref_records) - set(records))
+        other = sorted(n for n in records if records[n] != ref_records.get(n))
+        differ.append("records (%d missing%s%s)" % (
+            len(missing), missing and ": " + " ".join(m[:-5] for m in missing[:8]) or "",
+            other and "; %d other: %s" % (len(other), " ".join(other[:8])) or ""))
     if left:
         differ.append("left over: %s" % ", ".join(sorted(left)[:5]))
     return differ
@@ -390,6 +404,7 @@ def bench_storms(prefix, workdir, backend, tree, cfg, pythons, parts, result, ch
                             e["equal"].append(same_ruleset(differ))
                             e["differ"].append(differ)
                             e["failures"] += len(failed(runs))
+                            e.setdefault("failure_kinds", []).append(failure_kinds(runs))
                             e.setdefault("hook_seconds_max", []).append(
                                 max(x["seconds"] for x in runs))
                             if failed(runs):
@@ -508,6 +523,7 @@ def profile(path, runs, wall):
         "idle_gap_median": gaps and statistics.median(gaps) or 0,
         "before_first_commit": first_commit,
         "split": split,
+        "holder_cpu": sum(c.get("cpu", 0.0) for c in commits),
         "lock_tries": sum(rec["lock_tries"] for rec in records),
         "lock_busy": sum(rec["lock_busy"] for rec in records),
         "sleeps": sum(rec["sleeps"] for rec in records),
@@ -516,6 +532,7 @@ def profile(path, runs, wall):
         "process_seconds_median": statistics.median(r["seconds"] for r in runs),
         "per_commit": [{"group": c["group"], "held": c["released"] - c["acquired"],
                         "save": c.get("save", 0), "restore": c.get("restore", 0),
+                        "cpu": c.get("cpu", 0),
                         "read": c.get("read_records", 0)} for c in commits],
     }
 
@@ -773,10 +790,14 @@ def markdown(run):
                                      key, entry["n"], entry["serial_python"],
                                      entry["serial_seconds"]))
                 for version, e in entry["pythons"].items():
-                    if e.get("failures") or e.get("baseline_failures"):
-                        notes.append("%s py%s: %d of our hooks, %d baseline hooks exited "
+                    if e.get("ours") and (e.get("failures") or e.get("baseline_failures")):
+                        notes.append("%s py%s: %d of our hooks (%s), %d baseline hooks exited "
                                      "non-zero." % (key, version, e["failures"],
-                                                     e["baseline_failures"]))
+                                                     e.get("failure_kinds") or "kinds not "
+                                                     "recorded", e["baseline_failures"]))
+                    if not e.get("ours") and e.get("baseline_failures"):
+                        notes.append("%s py%s: %d baseline hooks exited non-zero." % (
+                            key, version, e["baseline_failures"]))
                     lost = [rc for rc in e.get("baseline_rules", [])
                             if rc != e.get("baseline_rules_expected")]
                     if lost:
@@ -801,18 +822,20 @@ def markdown(run):
                           "`storm_probe.py`, not timed)", "",
                           "| N / K / R | Python | wall (s) | commits | group size mean/max | "
                           "lock held | idle lock between commits (s) | per commit: records / "
-                          "save / render / restore (ms) | lock tries / sleeps | Python start "
-                          "(ms) |", "|---|---|---:|---:|---|---|---:|---|---|---:|"]
+                          "save / render / restore (ms) | holder CPU per commit (ms) | lock "
+                          "tries / sleeps | Python start (ms) |",
+                          "|---|---|---:|---:|---|---|---:|---|---:|---|---:|"]
                 for key, version, p in profiled:
                     s, c = p["split"], max(1, p["commits"])
                     lines.append("| %s | %s | %.2f | %d (+%d empty) | %.1f / %d | %.2f s (%.0f%%) "
-                                 "| %.2f | %.1f / %.1f / %.1f / %.1f | %d / %d | %.0f |" % (
+                                 "| %.2f | %.1f / %.1f / %.1f / %.1f | %s | %d / %d | %.0f |" % (
                                      key, version, p["wall"], p["commits"], p["empty_commits"],
                                      p["group_mean"], p["group_max"], p["held_total"],
                                      100 * p["held_fraction"], p["idle_between_commits"],
                                      1000 * s["read_records"] / c, 1000 * s["save"] / c,
                                      1000 * s["render_tables"] / c, 1000 * s["restore"] / c,
-                                     p["lock_tries"], p["sleeps"],
+                                     "holder_cpu" in p and "%.0f" % (1000 * p["holder_cpu"] / c)
+                                     or "-", p["lock_tries"], p["sleeps"],
                                      1000 * p["python_start_median"]))
                 lines.append("")
         gc = r.get("group_cost")
@@ -1040,6 +1063,7 @@ def finish(backends):
                     e["ratio"] = e["ours_stats"]["median"] / e["baseline_stats"]["median"]
                     e["cpu_ratio"] = (statistics.median(e["ours_cpu"]) /
                                       statistics.median(e["baseline_cpu"]))
+                if e.get("baseline"):
                     e["baseline_rules_expected"] = {"iptables": 2 * (n + rr),
                                                     "ebtables": 5 * (n + rr),
                                                     "arptables": 4 * (n + rr)}
@@ -1062,9 +1086,13 @@ def merge(paths):
                 have = into.setdefault("storm", {}).setdefault(key, entry)
                 for version, e in entry["pythons"].items():
                     mine = have["pythons"].setdefault(version, e)
-                    if mine is not e:  # sides or parts measured by another run
+                    if mine is not e:  # more runs, or parts measured by another run
                         for name, value in e.items():
-                            if value and not mine.get(name):
+                            if isinstance(value, list) and isinstance(mine.get(name), list):
+                                mine[name] = mine[name] + value
+                            elif name in ("failures", "baseline_failures"):
+                                mine[name] = mine.get(name, 0) + value
+                            elif value and not mine.get(name):
                                 mine[name] = value
                 for name in ("serial_seconds", "serial_python"):
                     if name in entry:
