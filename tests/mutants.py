@@ -232,7 +232,25 @@ def run_one(mutant, family_alone, workdir):
                     env=env)
         open_other_families(bed, family_alone)
         held = run_checks(bed)
+        held.update(drop_counters(bed, family_alone))
     return sorted(name for name, ok in held.items() if not ok)
+
+
+def drop_counters(bed, family):
+    """The per-VIF drop counters status reports (each guest chain's closing
+    DROP) count the attacks g1's chains of the judged family dropped."""
+    import netbed
+    from vifrules.engine import _final_drop_packets
+    tools = {"ebtables": ["ebtables-nft-save", "-c"],
+             "iptables": [netbed.BACKENDS[bed.backend]["IPTABLES"] + "-save", "-c"],
+             "ip6tables": [netbed.BACKENDS[bed.backend]["IP6TABLES"] + "-save", "-c"]}
+    dump = bed.run("h", tools[family]).stdout
+    chains = ["VRF-" + GUEST_PORT] + (family == "ebtables" and ["VRT-" + GUEST_PORT] or [])
+    held = {}
+    for chain in chains:
+        packets = _final_drop_packets(dump, chain)
+        held["status counts drops %s/%s" % (family, chain)] = bool(packets)
+    return held
 
 
 def main(argv=None):
