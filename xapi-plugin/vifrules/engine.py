@@ -131,8 +131,9 @@ class Engine(object):
                 self._repair(left_behind)
             else:
                 try:
+                    listed = {}
                     self._restore_families([
-                        (family, self._apply_batches(family, vif, nic, previous))
+                        (family, self._apply_batches(family, vif, nic, previous, listed))
                         for family in self.families()])
                 except CommandFailed:
                     # The base or a sibling chain is missing (a flush, a reboot
@@ -164,7 +165,7 @@ class Engine(object):
             return
         self.state.clear_pending([vif.name])
 
-    def _apply_batches(self, family, vif, nic, previous):
+    def _apply_batches(self, family, vif, nic, previous, listed):
         """The change for one family, computed from the records (they match
         the kernel while no mark is left). A VIF new to the family's dispatch
         gets its chains created and its entries inserted (adding only); a VIF
@@ -174,7 +175,7 @@ class Engine(object):
         had = previous is not None and ruleset.wants_chains(family, previous)
         if not (wanted or had):
             return []
-        others = self._members(family, vif)
+        others = self._members(family, vif, listed)
         if not wanted:  # it had chains here and has none now
             return self._teardown_batches(family, vif, others, others + [vif])
         batches = []
@@ -193,13 +194,19 @@ class Engine(object):
             batches.append(batch)
         return batches
 
-    def _members(self, family, vif):
-        """The VIFs on record in family's dispatch, vif left out."""
-        if family == "ip6tables":
-            names = self.state.names_with_ipv6()
-        else:
-            names = self.state.names()
-        return [v for v in names if v.name != vif.name]
+    def _members(self, family, vif, listed=None):
+        """The VIFs on record in family's dispatch, vif left out. listed (a
+        dict kept for one operation) holds each directory's listing, read
+        once: an event parses every name on record, once."""
+        which = (family == "ip6tables" and "ipv6") or "all"
+        if listed is None:
+            listed = {}
+        if which not in listed:
+            if which == "ipv6":
+                listed[which] = self.state.names_with_ipv6()
+            else:
+                listed[which] = self.state.names()
+        return [v for v in listed[which] if v.name != vif.name]
 
     def teardown_vif(self, vif):
         from vifrules import handover
@@ -372,11 +379,11 @@ class Engine(object):
             vifs = [vifs]
         families = self.families()
         saved, failures = self._save_families(families)
-        changes, present = [], False
+        changes, present, listed = [], False, {}
         for family in families:
             if family not in saved:
                 continue
-            batches = self._removal_batches(family, vifs, saved[family])
+            batches = self._removal_batches(family, vifs, saved[family], listed)
             for batch in batches:
                 present = present or bool(batch.delete)
             changes.append((family, batches))
@@ -386,13 +393,13 @@ class Engine(object):
                 raise failures[family]
         return present
 
-    def _removal_batches(self, family, vifs, saved):
+    def _removal_batches(self, family, vifs, saved, listed):
         """The chains of vifs the kernel holds, deleted, and their dispatch
         paths rewritten (each chain once) for the VIFs left on record."""
         gone = {}
         for vif in vifs:
             gone[vif.name] = 1
-        remaining = [v for v in self._members(family, vifs[0]) if v.name not in gone]
+        remaining = [v for v in self._members(family, vifs[0], listed) if v.name not in gone]
         batches = []
         for table in ruleset.TABLES[family]:
             present = saved[table].chains

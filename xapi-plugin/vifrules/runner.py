@@ -14,8 +14,12 @@ import errno
 import fcntl
 import os
 import select
-import signal
 import time
+
+try:  # Python 3: the C module; 'signal' itself imports enum, a vif event's cost
+    import _signal as signal
+except ImportError:
+    import signal
 
 from vifrules.compat import PY3, current_exception, to_bytes, to_text
 from vifrules.errors import CommandFailed, CommandTimeout, LockTimeout
