@@ -61,6 +61,9 @@ class Only(object):
     def __ne__(self, other):
         return not self.__eq__(other)
 
+    def __hash__(self):
+        return hash(self.values)
+
     def __repr__(self):
         return "Only(%r)" % (self.values,)
 
@@ -76,6 +79,11 @@ def match(**fields):
 def expand(rule):
     """A match with tuple values -> the plain matches it stands for, the
     first field's values outermost (Only values are kept whole)."""
+    for name, value in rule:
+        if isinstance(value, tuple):
+            break
+    else:
+        return [rule]  # nothing to expand: most rules
     result = [()]
     for name, value in rule:
         if isinstance(value, tuple):

@@ -235,10 +235,22 @@ def _u32_ipv6_at(offset, address):
     return "&&".join(tests)
 
 
+_MATCHES = {}  # (family, rule) -> tokens: most guards are the same for every guest
+_MATCHES_LIMIT = 20000
+
+
 def _family_match(family, rule):
-    if family == "ebtables":
-        return _ebtables_match(rule)
-    return _xtables_match(family, rule)
+    key = (family, rule)
+    tokens = _MATCHES.get(key)
+    if tokens is None:
+        if family == "ebtables":
+            tokens = _ebtables_match(rule)
+        else:
+            tokens = _xtables_match(family, rule)
+        if len(_MATCHES) >= _MATCHES_LIMIT:
+            _MATCHES.clear()
+        _MATCHES[key] = tokens
+    return tokens
 
 
 def _guard_rules(family, rule):
@@ -304,13 +316,27 @@ def directions(family, table):
     return (FROM,)
 
 
+_POLICIES = {}  # id(nic) -> (nic, its Policy): a rebuild asks once per family
+
+
+def _policy_of(nic):
+    known = _POLICIES.get(id(nic))
+    if known is not None and known[0] is nic:
+        return known[1]
+    if len(_POLICIES) >= _MATCHES_LIMIT:
+        _POLICIES.clear()
+    guest = policy.guest_policy(nic)
+    _POLICIES[id(nic)] = (nic, guest)
+    return guest
+
+
 def vif_chains(family, table, vif, nic):
     """The chains of one guest port in one table: what it may send and what
     it may receive."""
     wanted = directions(family, table)
     if not wanted:
         return []
-    guest = policy.guest_policy(nic)
+    guest = _policy_of(nic)
     return [Chain(vif_chain_name(direction, vif.name),
                   _guest_chain_rules(family, direction, vif, guest))
             for direction in wanted]
