@@ -572,6 +572,11 @@ def bench_group_cost(prefix, workdir, backend, tree, cfg, pythons, result, check
                              env=env).check()
                 alone = _commits(probe_out)[-1]
                 group = _held_group(host, python, tree, domids[2:], env, probe_out)
+            except RuntimeError as error:  # e.g. a tool's timeout on a loaded machine
+                log("%s group cost at %d resident, py%s failed: %s" % (
+                    backend, resident, version, str(error)[:300]))
+                out["sizes"].setdefault(str(resident), {})[version] = {"error": str(error)[:300]}
+                continue
             finally:
                 nsutil.delete(host.ns)
             entry = {"alone": alone, "group": group, "python": version}
@@ -710,11 +715,12 @@ def targets(results):
                                   "value": "%d / %d" % (most, c["events"]),
                                   "limit": "< %d" % c["events"],
                                   "pass": most < c["events"] and c["equal"]})
-        single = r.get("single")
-        if single:
+        for label, single in r.get("single_runs") or (
+                r.get("single") and [("", r["single"])]) or []:
             for version, e in single["pythons"].items():
-                found.append({"target": "one online at %d resident: ours/baseline"
-                              % single["resident"], "backend": backend, "python": version,
+                found.append({"target": ("one online at %d resident: ours/baseline %s"
+                                         % (single["resident"], label)).strip(),
+                              "backend": backend, "python": version,
                               "value": round(e["ratio"], 3), "limit": "<= %g" % SINGLE_TARGET,
                               "pass": e["ratio"] <= SINGLE_TARGET})
     return found
@@ -738,7 +744,7 @@ def markdown(run):
     results = run["backends"]
     lines = [BEGIN, "## Boot storms (issue 12)", "",
              "Produced by `tests/bench/storm_bench.py`%s (also `./build.sh bench --storm`) on "
-             "%s, core at commit %s; %d cores, kernel %s. The machine was shared with other "
+             "%s, core at commit(s) %s; %d cores, kernel %s. The machine was shared with other "
              "engineers' tests and builds while it ran (load average %s at the start): "
              "figures are medians [min-max] over the runs counted in each row, each on fresh "
              "hosts, ours and the baseline interleaved; CPU is the user+system time of the "
@@ -790,12 +796,11 @@ def markdown(run):
                                      key, entry["n"], entry["serial_python"],
                                      entry["serial_seconds"]))
                 for version, e in entry["pythons"].items():
-                    if e.get("ours") and (e.get("failures") or e.get("baseline_failures")):
-                        notes.append("%s py%s: %d of our hooks (%s), %d baseline hooks exited "
-                                     "non-zero." % (key, version, e["failures"],
-                                                     e.get("failure_kinds") or "kinds not "
-                                                     "recorded", e["baseline_failures"]))
-                    if not e.get("ours") and e.get("baseline_failures"):
+                    if e.get("ours") and e.get("failures"):
+                        notes.append("%s py%s: %d of our hooks exited non-zero (%s)." % (
+                            key, version, e["failures"], [k for k in e.get("failure_kinds", [])
+                                                          if k] or "kinds not recorded"))
+                    if e.get("baseline_failures"):
                         notes.append("%s py%s: %d baseline hooks exited non-zero." % (
                             key, version, e["baseline_failures"]))
                     lost = [rc for rc in e.get("baseline_rules", [])
@@ -852,6 +857,10 @@ def markdown(run):
                       "/ restore (ms) |" % gc["group"], "|---:|---|---:|---:|---:|---|"]
             for resident in sorted(gc["sizes"], key=int):
                 for version, e in gc["sizes"][resident].items():
+                    if "error" in e:
+                        lines.append("| %s | %s | failed: %s | | | |" % (
+                            resident, version, e["error"][-160:].replace("|", "/")))
+                        continue
                     a, g = e["alone"], e["group"]
                     lines.append("| %s | %s | %.0f / %.0f | %.0f / %.0f | %.1f | %.0f / %.0f / "
                                  "%.0f / %.0f |" % (
@@ -863,18 +872,21 @@ def markdown(run):
                                      1000 * g.get("render_tables", 0),
                                      1000 * g.get("restore", 0)))
             lines.append("")
-        single = r.get("single")
-        if single:
-            lines += ["### One `online` of %s at %d resident VIFs (iptables %s), median of %d"
-                      % (workload.MEASURED_VIF, single["resident"], backend,
-                         single["pythons"][list(single["pythons"])[0]]["ours"]["n"]), "",
-                      "| Python | ours (ms) | baseline (ms) | ours/baseline | target <= %g | "
-                      "ours `offline` (ms) | ours before group commit (ms) | CPU ours / "
-                      "before / baseline (ms) |" % SINGLE_TARGET,
-                      "|---|---:|---:|---:|---|---:|---:|---|"]
+        singles = r.get("single_runs") or (r.get("single") and [("this run", r["single"])])
+        if singles:
+            first = singles[0][1]
+            lines += ["### One `online` of %s at %d resident VIFs (iptables %s), median of "
+                      "the events counted, per run" % (workload.MEASURED_VIF, first["resident"],
+                                                      backend), "",
+                      "| run | Python | events | ours (ms) | baseline (ms) | ours/baseline | "
+                      "target <= %g | ours `offline` (ms) | ours before group commit (ms) | "
+                      "CPU ours / before / baseline (ms) |" % SINGLE_TARGET,
+                      "|---|---|---:|---:|---:|---:|---|---:|---:|---|"]
+        for label, single in singles or []:
             for version, e in single["pythons"].items():
-                lines.append("| %s | %s | %s | %.2f | %s | %s | %s | %s |" % (
-                    version, _ms(e["ours"]), _ms(e["baseline"]), e["ratio"],
+                lines.append("| %s | %s | %d | %s | %s | %.2f | %s | %s | %s | %s |" % (
+                    label, version, e["ours"]["n"], _ms(e["ours"]), _ms(e["baseline"]),
+                    e["ratio"],
                     e["ratio"] <= SINGLE_TARGET and "met" or "**missed**",
                     _ms(e["ours_offline"]),
                     "before" in e and "%s (%.2f of the baseline)" % (
@@ -883,11 +895,13 @@ def markdown(run):
                         1000 * e["ours_cpu"]["median"],
                         "before_cpu" in e and "%.1f" % (1000 * e["before_cpu"]["median"])
                         or "-", 1000 * e["baseline_cpu"]["median"]) or "-"))
+        if singles:
             lines.append("")
-            if single.get("before"):
+            befores = [single["before"] for label, single in singles if single.get("before")]
+            if befores:
                 lines += ["'Before group commit': the hook of %s, on a host of its own with the "
                           "same resident VIFs, measured in turn with the others." %
-                          single["before"], ""]
+                          befores[0].replace("tree-", ""), ""]
     for note in run.get("notes", []):
         lines += ["Note: " + note, ""]
     lines += ["How it was measured: a thread enters the host's namespace and keeps K hooks "
@@ -989,8 +1003,9 @@ def main(argv):
                                      "tests/bench/RESULTS.md for a full run, none for --quick)")
     parser.add_argument("--before", metavar="COMMIT",
                         help="single: also measure the hook of this commit (git archive)")
-    parser.add_argument("--from-json", nargs="+", metavar="FILE",
-                        help="no run: write the section from these results (merged)")
+    parser.add_argument("--from-json", nargs="+", metavar="FILE[:LABEL]",
+                        help="no run: write the section from these results (merged; the "
+                             "storms of a FILE:LABEL in rows of their own)")
     parser.add_argument("--note", action="append", default=[],
                         help="with --from-json: a line for the section (what the JSON lacks, "
                              "e.g. a run stopped before its end)")
@@ -1074,9 +1089,20 @@ def merge(paths):
     last run that measured it)."""
     merged = None
     for path in paths:
+        label = None
+        if ":" in path:  # FILE:LABEL: its storms in rows of their own
+            path, label = path.split(":", 1)
         with open(path) as handle:
             run = json.load(handle)
         run.setdefault("quick", False)
+        if label:
+            for r in run["backends"].values():
+                r["storm"] = dict(("%s %s" % (key, label), entry)
+                                  for key, entry in r.get("storm", {}).items())
+        for r in run["backends"].values():
+            if "single" in r:
+                r["single_runs"] = [("%s (load %s, %s)" % (run["date"][11:16], run["load"],
+                                                           run["commit"]), r["single"])]
         if merged is None:
             merged = run
             continue
@@ -1099,9 +1125,11 @@ def merge(paths):
                         have.setdefault(name, entry[name])
             if "group_cost" in r:
                 into["group_cost"] = r["group_cost"]
-            if "single" in r:
-                into["single"] = r["single"]
+            if "single_runs" in r:
+                into["single_runs"] = into.get("single_runs", []) + r["single_runs"]
         merged["date"] = "%s and %s" % (merged["date"], run["date"])
+        if run["commit"] not in merged["commit"].split(", "):
+            merged["commit"] = "%s, %s" % (merged["commit"], run["commit"])
         merged["load"] = "%s, %s" % (merged["load"], run["load"])
     finish(merged["backends"])
     merged["targets"] = targets(merged["backends"])
