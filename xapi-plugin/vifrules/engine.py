@@ -521,15 +521,8 @@ class Engine(object):
         """{name: (VifName, NicAddresses)} of the records; a record that
         cannot be read is not wanted (its guest stays closed) and logged."""
         wanted = {}
-        for vif in self.state.names():
-            if vif.name in exclude:
-                continue
-            try:
-                nic = self.state.read(vif.name)
-            except StateError:
-                self.log_error(current_exception())
-                continue
-            if nic is not None:
+        for vif, nic in self.state.readable(self.log_error):
+            if vif.name not in exclude:
                 wanted[vif.name] = (vif, nic)
         return wanted
 

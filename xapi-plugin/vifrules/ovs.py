@@ -13,7 +13,6 @@ from vifrules import openflow, policy
 from vifrules.engine import sync_plan
 from vifrules.compat import current_exception
 from vifrules.errors import InvalidArgument, StateError
-from vifrules.ruleset import sorted_vifs
 from vifrules.runner import Lock, locked, run
 from vifrules.state import StateDir
 
@@ -151,16 +150,8 @@ class OvsEngine(object):
     def _records(self):
         """[(VifName, Policy)] of every VIF on record, sorted; a record that
         cannot be read is left out (that VIF stays closed) and reported."""
-        result = []
-        for vif in sorted_vifs(self.state.names()):
-            try:
-                nic = self.state.read(vif.name)
-            except StateError:
-                self.log_error(current_exception())
-                continue
-            if nic is not None:
-                result.append((vif, policy.guest_policy(nic)))
-        return result
+        return [(vif, policy.guest_policy(nic))
+                for vif, nic in self.state.readable(self.log_error)]
 
     def _host_flows(self, switch, bridge, trusted):
         return openflow.host_flows(switch.ports_on(bridge, trusted))

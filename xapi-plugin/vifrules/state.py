@@ -58,23 +58,29 @@ class StateDir(object):
         """The NicAddresses on record for vif_name, or None when there is
         none; StateError when the record cannot be read or is corrupt."""
         path = self._file(vif_name)
-        try:
-            handle = open(path)
-        except IOError:
-            if _errno() == errno.ENOENT:
-                return None
-            raise StateError(path, "cannot read: " + _describe(current_exception()))
-        try:
-            try:
-                text = handle.read()
-            except IOError:
-                raise StateError(path, "cannot read: " + _describe(current_exception()))
-        finally:
-            handle.close()
+        text = _read_text(path)
+        if text is None:
+            return None
         try:
             return nic_from_state(jsontext.loads(text))
         except (ValueError, InvalidArgument):
             raise StateError(path, "corrupt record (%d bytes)" % len(text))
+
+    def readable(self, report):
+        """[(VifName, NicAddresses)] of every record, sorted; a record that
+        cannot be read is left out (its guest stays closed) and its
+        StateError given to report."""
+        from vifrules.ruleset import sorted_vifs
+        result = []
+        for vif in sorted_vifs(self.names()):
+            try:
+                nic = self.read(vif.name)
+            except StateError:
+                report(current_exception())
+                continue
+            if nic is not None:
+                result.append((vif, nic))
+        return result
 
     def write(self, vif_name, nic):
         self._write_file(self._file(vif_name), jsontext.dumps(nic.to_dict()))
@@ -93,16 +99,9 @@ class StateDir(object):
     def read_trusted(self):
         """The trusted uplinks last put in force (a list), or None."""
         path = os.path.join(self.path, HOST_RECORD)
-        try:
-            handle = open(path)
-        except IOError:
-            if _errno() == errno.ENOENT:
-                return None
-            raise StateError(path, "cannot read: " + _describe(current_exception()))
-        try:
-            text = handle.read()
-        finally:
-            handle.close()
+        text = _read_text(path)
+        if text is None:
+            return None
         try:
             data = jsontext.loads(text)
             trusted = data["trusted"]
@@ -170,6 +169,23 @@ class StateDir(object):
         except OSError:
             if _errno() != errno.ENOENT:
                 raise StateError(path, "cannot remove: " + _describe(current_exception()))
+
+
+def _read_text(path):
+    """A file's text, None if there is no such file, else StateError."""
+    try:
+        handle = open(path)
+    except IOError:
+        if _errno() == errno.ENOENT:
+            return None
+        raise StateError(path, "cannot read: " + _describe(current_exception()))
+    try:
+        try:
+            return handle.read()
+        except IOError:
+            raise StateError(path, "cannot read: " + _describe(current_exception()))
+    finally:
+        handle.close()
 
 
 def _errno():
