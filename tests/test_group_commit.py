@@ -168,3 +168,19 @@ def test_online_then_offline_of_one_vif_in_one_group_ends_offline(legacy_bed, tm
     bed.write_config()
     assert "vif31.0" not in bed.ruleset()
     assert bed.ruleset() == _serial_ruleset(tmp_path, [blocker])
+
+
+def test_a_queue_entry_its_killed_writer_left_half_written_is_cleared(legacy_bed):
+    bed = legacy_bed
+    bed.host_rules("start")
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid: a writer killed before it could rename its entry
+    queue = os.path.join(bed.state_dir, "queue")
+    os.makedirs(queue, exist_ok=True)
+    left = os.path.join(queue, "%017.6f-%07d-1.tmp" % (time.time(), dead.pid))
+    with open(left, "w") as handle:
+        handle.write('{"kind": "apply", "vi')
+    guest = _guest(40)
+    bed.hook("online", guest.port, "--network", guest.network())
+    assert not os.path.exists(left)
+    assert os.listdir(queue) == []

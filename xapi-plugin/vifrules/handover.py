@@ -10,6 +10,7 @@ holder commits those changes (redo), and their callers, if still waiting,
 get the result. No daemon: every caller is a short-lived hook or plugin run.
 """
 
+import errno
 import os
 import time
 
@@ -143,9 +144,15 @@ class _Queue(object):
     def take_all(self):
         """(tickets, changes) in arrival order; unreadable entries dropped."""
         try:
-            names = [n for n in os.listdir(self.queue) if not n.endswith(".tmp")]
+            entries = os.listdir(self.queue)
         except OSError:
             return [], []
+        names = []
+        for name in entries:
+            if not name.endswith(".tmp"):
+                names.append(name)
+            elif not _writer_alive(name):  # killed while it wrote: never queued
+                _unlink(os.path.join(self.queue, name))
         names.sort()
         tickets, changes = [], []
         for name in names:
@@ -208,6 +215,19 @@ class _Queue(object):
             return jsontext.loads(text)
         except ValueError:
             return {"error": StateError.code, "params": [path, "unreadable result"]}
+
+
+def _writer_alive(name):
+    """Whether the process whose ticket name is (time-pid-counter) lives."""
+    try:
+        pid = int(name.split("-")[1])
+    except (IndexError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return getattr(current_exception(), "errno", None) == errno.EPERM
+    return True
 
 
 def _write(directory, name, text):
