@@ -87,7 +87,8 @@ def test_waiting_callers_are_committed_together(legacy_bed, tmp_path):
     first = _hook(bed, "online", guests[0].port, "--network", guests[0].network())
     _wait_for(lambda: _runs(log) == 1)  # the first holds the lock and commits slowly
     rest = [_hook(bed, "online", g.port, "--network", g.network()) for g in guests[1:]]
-    _wait_for(lambda: len(_queued(bed)) == 8)
+    # The holder took the lock at once: its own change never went through the queue.
+    _wait_for(lambda: len(_queued(bed)) == 7)
     go.touch()
     for guest, process in zip(guests, [first] + rest):
         out, err = process.communicate(timeout=60)
@@ -107,7 +108,7 @@ def test_a_change_the_kernel_refuses_fails_alone(legacy_bed, tmp_path):
     first = _hook(bed, "online", guests[0].port, "--network", guests[0].network())
     _wait_for(lambda: _runs(log) == 1)
     rest = [_hook(bed, "online", g.port, "--network", g.network()) for g in guests[1:]]
-    _wait_for(lambda: len(_queued(bed)) == 6)
+    _wait_for(lambda: len(_queued(bed)) == 5)
     go.touch()
     statuses = {}
     for guest, process in zip(guests, [first] + rest):
@@ -135,15 +136,16 @@ def test_a_killed_holder_loses_nothing(legacy_bed, tmp_path):
     holder = _hook(bed, "online", guests[0].port, "--network", guests[0].network())
     _wait_for(lambda: _runs(log) == 1)
     waiting = [_hook(bed, "online", g.port, "--network", g.network()) for g in guests[1:]]
-    _wait_for(lambda: len(_queued(bed)) == 4)
-    os.kill(holder.pid, signal.SIGKILL)  # mid-commit, its own change still queued
+    _wait_for(lambda: len(_queued(bed)) == 3)
+    os.kill(holder.pid, signal.SIGKILL)  # mid-commit, the others' changes still queued
     holder.communicate(timeout=30)
     go.touch()  # its orphaned restore goes on, holding the lock until it ends
     for process in waiting:
         out, err = process.communicate(timeout=60)
         assert process.returncode == 0, err
     bed.write_config()
-    # The dead holder's own change was queued: the next holder committed it.
+    # The dead holder had recorded its change and marked it pending: the
+    # next holder's repair commits it with the queued ones.
     assert bed.ruleset() == _serial_ruleset(tmp_path, guests)
     assert not os.listdir(os.path.join(bed.state_dir, "queue"))
     assert not os.listdir(os.path.join(bed.state_dir, "pending"))
@@ -158,9 +160,9 @@ def test_online_then_offline_of_one_vif_in_one_group_ends_offline(legacy_bed, tm
     first = _hook(bed, "online", blocker.port, "--network", blocker.network())
     _wait_for(lambda: _runs(log) == 1)
     online = _hook(bed, "online", guest.port, "--network", guest.network())
-    _wait_for(lambda: len(_queued(bed)) == 2)
+    _wait_for(lambda: len(_queued(bed)) == 1)
     offline = _hook(bed, "offline", guest.port)
-    _wait_for(lambda: len(_queued(bed)) == 3)
+    _wait_for(lambda: len(_queued(bed)) == 2)
     go.touch()
     for process in (first, online, offline):
         out, err = process.communicate(timeout=60)

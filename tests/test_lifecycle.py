@@ -179,12 +179,19 @@ def test_processes_per_event_do_not_grow_with_addresses(legacy_bed, tmp_path):
     assert sorted(counts[1]) == sorted(["ebtables-nft-restore",
                                         netbed.BACKENDS["legacy"]["IPTABLES"] + "-restore",
                                         netbed.BACKENDS["legacy"]["IP6TABLES"] + "-restore"])
+    families = ("ebtables-nft", netbed.BACKENDS["legacy"]["IPTABLES"],
+                netbed.BACKENDS["legacy"]["IP6TABLES"])
     log.unlink()
-    bed.hook("offline", "vif1.0")  # by name: what the kernel holds, then its removal
+    bed.hook("offline", "vif1.0")  # as recorded: one restore per family, no dump
+    assert sorted(log.read_text().split()) == sorted([f + "-restore" for f in families])
+    bed.hook("online", "vif1.0", "--network", network)
+    with open(os.path.join(bed.state_dir, "vif1.0.json"), "w") as handle:
+        handle.write("{")
+    log.unlink()
+    bed.hook("offline", "vif1.0")  # the record unreadable: by name, what the kernel holds
     assert sorted(log.read_text().split()) == sorted(
-        [tool + suffix for tool in ("ebtables-nft", netbed.BACKENDS["legacy"]["IPTABLES"],
-                                    netbed.BACKENDS["legacy"]["IP6TABLES"])
-         for suffix in ("-save", "-restore")])
+        [f + suffix for f in families for suffix in ("-save", "-restore")])
+    assert "vif1.0" not in bed.ruleset()
 
 
 def test_failure_halfway_fails_closed(legacy_bed, tmp_path):

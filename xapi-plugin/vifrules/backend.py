@@ -62,11 +62,30 @@ def chosen(cfg, root="/"):
 def engine_for(cfg, log=None, log_error=None):
     """engine.Engine on a bridge host, ovs.OvsEngine on an Open vSwitch host
     (imported only then: the vif hook must start fast)."""
-    backend = chosen(cfg)[0]
-    if backend == OPENVSWITCH:
+    if chosen(cfg)[0] == OPENVSWITCH:
         from vifrules.ovs import OvsEngine
         return OvsEngine(cfg, log, log_error)
+    return _bridge_engine(cfg, log, log_error)
+
+
+def _bridge_engine(cfg, log, log_error):
     from vifrules.engine import Engine
-    if log_error is None:
-        return Engine(cfg, log)
     return Engine(cfg, log, log_error)
+
+
+def vif_event(cfg, vif, nic=None, log=None, log_error=None):
+    """One VIF event as the hook runs it: apply nic to vif, or tear vif
+    down (nic None). On a bridge host the change is handed over
+    (vifrules.handover) and the engine loaded only if this caller commits:
+    in a boot storm most callers' changes are committed by another."""
+    if chosen(cfg)[0] == OPENVSWITCH:
+        engine = engine_for(cfg, log, log_error)
+        if nic is None:
+            return engine.teardown_vif(vif)
+        return engine.apply_vif(vif, nic)
+    from vifrules import handover
+    if nic is None:
+        change = handover.Change(handover.TEARDOWN, vif)
+    else:
+        change = handover.Change(handover.APPLY, vif, nic)
+    return handover.submit(cfg, change, lambda: _bridge_engine(cfg, log, log_error))

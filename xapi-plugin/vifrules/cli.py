@@ -10,7 +10,7 @@ from vifrules import config as config_module
 from vifrules.addresses import VifName, parse_interface_list, parse_nic
 from vifrules import jsontext
 from vifrules.compat import current_exception
-from vifrules.backend import engine_for
+from vifrules.backend import engine_for, vif_event
 from vifrules.errors import InvalidArgument, NoNetworkData, VifRulesError
 from vifrules.log import error_logger, internal_error, syslog_logger
 
@@ -97,15 +97,13 @@ def hook_main(argv, stdout=None, stderr=None):
     def hook(argv):
         action, vif, network = parse_hook_args(argv)
         cfg = config_module.load()
-        engine = engine_for(cfg, syslog_logger("vif_rules"), error_logger("vif_rules"))
-        if action in TEARDOWN_ACTIONS:
-            result = engine.teardown_vif(vif)
-        else:
+        nic = None
+        if action in APPLY_ACTIONS:
             if network is None:
                 nic = _xapi_lookup(cfg, vif)
             else:
                 nic = parse_nic(network)
-            result = engine.apply_vif(vif, nic)
+        result = vif_event(cfg, vif, nic, syslog_logger("vif_rules"), error_logger("vif_rules"))
         _write(stdout, jsontext.dumps(result))
         return 0
 

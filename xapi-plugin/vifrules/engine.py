@@ -115,7 +115,8 @@ class Engine(object):
         """Protect vif with the addresses of nic, replacing whatever it had.
         Handed over to whoever holds the lock (group commit)."""
         from vifrules import handover
-        return handover.submit(self, handover.Change(handover.APPLY, vif, nic))
+        return handover.submit(self.config, handover.Change(handover.APPLY, vif, nic),
+                              lambda: self)
 
     def _apply_vif(self, vif, nic):
         left_behind = self._left_behind()
@@ -210,7 +211,8 @@ class Engine(object):
 
     def teardown_vif(self, vif):
         from vifrules import handover
-        return handover.submit(self, handover.Change(handover.TEARDOWN, vif))
+        return handover.submit(self.config, handover.Change(handover.TEARDOWN, vif),
+                              lambda: self)
 
     # ------------------------------------------------------------ group commit
 
@@ -310,7 +312,7 @@ class Engine(object):
             self._remove_from_kernel(leaving)
         else:
             self._reconcile(self._trusted())
-        self.state.clear_pending(names)
+        self.state.clear_pending(left_behind + names)
         self.log("group commit: %d changes of %d VIFs in one restore per family" % (
             len(changes), len(names)))
         return results
@@ -350,8 +352,10 @@ class Engine(object):
             self.state.mark_pending(vif.name)
         except StateError:
             state_error = current_exception()
+        previous = None
         try:
-            known = self.state.read(vif.name) is not None
+            previous = self.state.read(vif.name)
+            known = previous is not None
         except StateError:
             self.log_error(current_exception())
             known = True  # unreadable, so it was protected: it goes all the same
@@ -361,6 +365,8 @@ class Engine(object):
             state_error = current_exception()
         if left_behind or state_error is not None:
             present = vif.name in self._repair(left_behind or [vif.name], [vif.name])["present"]
+        elif previous is not None:
+            present = self._remove_as_recorded(vif, previous)
         else:
             present = self._remove_from_kernel(vif)
         if state_error is not None:
@@ -369,6 +375,25 @@ class Engine(object):
         self.log("tore down %s%s" % (vif, ((known or present) and " ") or
                                      " (was not on record)"))
         return {"vif": vif.name, "was_protected": known or present}
+
+    def _remove_as_recorded(self, vif, nic):
+        """Teardown computed from vif's record, as an apply computes its
+        change (while no mark is left the records are what the kernel holds;
+        no dump to read and parse). If the kernel disagrees (a chain gone: a
+        flush), what it holds of vif is removed instead."""
+        listed, changes = {}, []
+        for family in self.families():
+            if ruleset.wants_chains(family, nic):
+                others = self._members(family, vif, listed)
+                changes.append((family, self._teardown_batches(
+                    family, vif, others, others + [vif])))
+        try:
+            self._restore_families(changes)
+        except CommandFailed:
+            self.log("teardown of %s as recorded failed; removing what the kernel "
+                     "holds of it" % vif)
+            self._remove_from_kernel(vif)
+        return True
 
     def _remove_from_kernel(self, vifs):
         """Delete what the kernel holds of the VIFs (one, or a list) in every

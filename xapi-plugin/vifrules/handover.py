@@ -50,18 +50,28 @@ def _change_from_dict(data):
     return Change(data["kind"], VifName(data["vif"]), nic)
 
 
-def submit(engine, change):
+def submit(config, change, make_engine):
     """Hand change over and return its result (a dict), or raise its error;
-    never waits longer than the lock timeout."""
-    queue = _Queue(engine.config.state_dir)
+    never waits longer than the lock timeout. make_engine() gives the
+    engine, called only if this caller commits: a caller whose change
+    another one commits never loads it (in a storm most callers)."""
+    queue = _Queue(config.state_dir)
+    lock = Lock(config.lock_file, config.lock_timeout)
+    if lock.try_acquire():
+        # Nobody commits now: ours goes with whatever is queued, straight
+        # from memory (it never needs the queue, its caller is this process).
+        try:
+            outcome = _commit_queued(make_engine(), queue, None, change)
+        finally:
+            lock.release()
+        return _unpack(outcome)
     try:
         ticket = queue.put(change)
     except StateError:
         # Nothing to hand over through: alone, under the lock (a teardown
         # still removes the rules before it reports the state error).
-        return locked(engine._lock(), engine._one_change, change)
-    lock = Lock(engine.config.lock_file, engine.config.lock_timeout)
-    deadline = time.time() + engine.config.lock_timeout
+        return locked(lock, make_engine()._one_change, change)
+    deadline = time.time() + config.lock_timeout
     try:
         lock.wait(deadline)
     except LockTimeout:
@@ -76,7 +86,7 @@ def submit(engine, change):
         # A holder leaves every result before it lets the lock go.
         outcome = queue.take_result(ticket)
         if outcome is None:
-            outcome = _commit_queued(engine, queue, ticket)
+            outcome = _commit_queued(make_engine(), queue, ticket)
     finally:
         lock.release()
     if outcome is None:
@@ -85,10 +95,14 @@ def submit(engine, change):
     return _unpack(outcome)
 
 
-def _commit_queued(engine, queue, ticket):
-    """Under the lock: commit every queued change; return our own outcome
-    (None if an earlier holder already committed it)."""
+def _commit_queued(engine, queue, ticket, change=None):
+    """Under the lock: commit every queued change, then change (this
+    caller's own, not queued: its ticket is None); return the outcome of
+    ticket (None if an earlier holder already committed it)."""
     tickets, changes = queue.take_all()
+    if change is not None:
+        tickets.append(ticket)
+        changes.append(change)
     if not tickets:
         return None
     outcomes = engine.commit_changes(changes)
@@ -100,7 +114,7 @@ def _commit_queued(engine, queue, ticket):
             mine = outcome
         else:
             queue.put_result(name, outcome)
-    queue.remove(tickets)
+    queue.remove([name for name in tickets if name is not None])
     return mine
 
 

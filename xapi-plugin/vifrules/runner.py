@@ -309,34 +309,38 @@ class Lock(object):
         self.timeout = timeout
         self.handle = None
 
-    def acquire(self):
+    def _open(self):
         directory = os.path.dirname(self.path)
         if directory and not os.path.isdir(directory):
             os.makedirs(directory)
         self.handle = open(self.path, "a")
         _set_cloexec(self.handle.fileno())
+
+    def try_acquire(self):
+        """Take the lock if it is free now; False (and nothing held) if not."""
+        self._open()
+        try:
+            fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except IOError:
+            self.handle.close()
+            self.handle = None
+            return False
+        _inherited.append(self.handle.fileno())
+        return True
+
+    def acquire(self):
         deadline = time.time() + self.timeout
-        while 1:
-            try:
-                fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                _inherited.append(self.handle.fileno())
-                return
-            except IOError:
-                if time.time() >= deadline:
-                    self.handle.close()
-                    self.handle = None
-                    raise LockTimeout(self.path, str(self.timeout))
-                time.sleep(0.02)
+        while not self.try_acquire():
+            if time.time() >= deadline:
+                raise LockTimeout(self.path, str(self.timeout))
+            time.sleep(0.02)
 
     def wait(self, deadline):
         """Block until the lock is ours or time.time() reaches deadline
         (LockTimeout): no polling, so waiters cost no CPU while a holder
         commits. The alarm interrupts flock; its handler raises, so the call
         is not restarted."""
-        directory = os.path.dirname(self.path)
-        if directory and not os.path.isdir(directory):
-            os.makedirs(directory)
-        self.handle = open(self.path, "a")
+        self._open()
         left = deadline - time.time()
         previous = signal.signal(signal.SIGALRM, _alarm_raises)
         try:
