@@ -75,17 +75,16 @@ def _bridge_engine(cfg, log, log_error):
 
 def vif_event(cfg, vif, nic=None, log=None, log_error=None):
     """One VIF event as the hook runs it: apply nic to vif, or tear vif
-    down (nic None). On a bridge host the change is handed over
-    (vifrules.handover) and the engine loaded only if this caller commits:
-    in a boot storm most callers' changes are committed by another."""
-    if chosen(cfg)[0] == OPENVSWITCH:
-        engine = engine_for(cfg, log, log_error)
-        if nic is None:
-            return engine.teardown_vif(vif)
-        return engine.apply_vif(vif, nic)
+    down (nic None). The change is handed over (vifrules.handover) and the
+    engine loaded only if this caller commits: in a boot storm most
+    callers' changes are committed by another."""
     from vifrules import handover
     if nic is None:
         change = handover.Change(handover.TEARDOWN, vif)
     else:
         change = handover.Change(handover.APPLY, vif, nic)
-    return handover.submit(cfg, change, lambda: _bridge_engine(cfg, log, log_error))
+    if chosen(cfg)[0] == OPENVSWITCH:
+        make_engine = lambda: engine_for(cfg, log, log_error)
+    else:
+        make_engine = lambda: _bridge_engine(cfg, log, log_error)
+    return handover.submit(cfg, change, make_engine)

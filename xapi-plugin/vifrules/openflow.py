@@ -282,23 +282,36 @@ def delete_line(cookie, mask=None, extra=""):
     return line
 
 
-def vif_bundle(vif, ofport, guest, host, shared_lines):
-    """The one transaction that puts a VIF's flows in force: its old flows,
-    any flows of ours left on its port number by another VIF (a port number
-    is given again to a new port) and the host flows go; the new ones
-    come (none when guest is None: a teardown; ofport None: its port is
-    gone). host: the bridge's host flows; shared_lines: shared_changes()."""
+def vif_deletes(vif, ofport):
+    """Bundle lines that remove a VIF's flows: by its cookie, and any flows of
+    ours left on its port number by another VIF (a port number is given
+    again to a new port); ofport None: its port is gone."""
     lines = [delete_line(vif_cookie(vif))]
     if ofport is not None:
         for table, match in ((INGRESS, _port(ofport)), (ALLOW, _port(ofport)),
                              (EGRESS, "reg0=%s" % ofport)):
             lines.append(delete_line(COOKIE_PREFIX, COOKIE_MASK, "table=%d,%s" % (table, match)))
-    lines.append(delete_line(HOST_COOKIE))
+    return lines
+
+
+def change_bundle(deletes, host, shared_lines, flows):
+    """The one transaction that changes some VIFs of a bridge: their old
+    flows go (deletes: vif_deletes() of each), the host flows are rewritten,
+    the delivery flows they touch brought in line (shared_lines:
+    shared_changes()), their new flows come (none for a teardown)."""
+    lines = deletes + [delete_line(HOST_COOKIE)]
     lines.extend(["add " + f for f in host])
     lines.extend(shared_lines)
-    if guest is not None:
-        lines.extend(["add " + f for f in vif_flows(vif, guest, ofport)])
+    lines.extend(["add " + f for f in flows])
     return "\n".join(lines) + "\n"
+
+
+def vif_bundle(vif, ofport, guest, host, shared_lines):
+    """change_bundle() of one VIF (guest None: a teardown)."""
+    flows = []
+    if guest is not None:
+        flows = vif_flows(vif, guest, ofport)
+    return change_bundle(vif_deletes(vif, ofport), host, shared_lines, flows)
 
 
 def bridge_bundle(host, shared, vif_flow_lists):
