@@ -60,6 +60,10 @@ def main(argv):
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--python", default=bench.DEFAULT_PYTHON)
     parser.add_argument("--backend", default="legacy")
+    parser.add_argument("--reprotect", type=int, default=0, metavar="N",
+                        help="also: A and B re-protecting N VIFs after a flush, --reprotect-reps "
+                             "times each, interleaved (no baseline: bench.py has its figure)")
+    parser.add_argument("--reprotect-reps", type=int, default=3)
     args = parser.parse_args(argv)
     bench.PYTHON = args.python
     workdir = tempfile.mkdtemp(prefix="vr-ab-")
@@ -86,6 +90,15 @@ def main(argv):
                         hosts[key].hook("offline", MEASURED_DOMID))
             _sample(samples, cpu, "baseline", base.baseline("online", MEASURED_DOMID))
             _sample(samples, cpu, "baseline_offline", base.baseline("offline", MEASURED_DOMID))
+        if args.reprotect:
+            domids = workload.resident_domids(args.reprotect)
+            for key in ("a", "b"):
+                samples["reprotect_" + key], cpu["reprotect_" + key] = [], []
+                hosts[key].populate_ours(domids)
+            for rep in range(args.reprotect_reps):
+                for key in ("a", "b"):
+                    hosts[key].flush()
+                    _sample(samples, cpu, "reprotect_" + key, hosts[key].host_rules("start"))
     finally:
         nsutil.cleanup_all()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -99,6 +112,11 @@ def main(argv):
               "   (CPU A %.1f  B %.1f  baseline %.1f)" % (
                   event, a, b, base_ms, b / a, b / base_ms, cpu_ms["a" + suffix],
                   cpu_ms["b" + suffix], cpu_ms["baseline" + suffix]))
+    if args.reprotect:
+        a, b = median["reprotect_a"], median["reprotect_b"]
+        print("  re-protect %d VIFs after a flush: A %.0f  B %.0f ms   B/A %.3f   (CPU A %.0f  "
+              "B %.0f)" % (args.reprotect, a, b, b / a, cpu_ms["reprotect_a"],
+                           cpu_ms["reprotect_b"]))
     return 0
 
 

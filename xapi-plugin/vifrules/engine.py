@@ -305,8 +305,9 @@ class Engine(object):
             # A boot storm: VIFs new to the host, inserted as one event inserts
             # them (adding only), all in one restore per family. If the kernel
             # refuses it, commit_changes sets the failing VIF apart.
+            listed = {}
             self._restore_families([
-                (family, self._arrival_batches(family, arriving, names))
+                (family, self._arrival_batches(family, arriving, names, listed))
                 for family in self.families()])
         elif len(leaving) == len(changes):
             self._remove_from_kernel(leaving)
@@ -317,31 +318,29 @@ class Engine(object):
             len(changes), len(names)))
         return results
 
-    def _arrival_batches(self, family, arriving, names):
+    def _arrival_batches(self, family, arriving, names, listed):
         """Each arriving VIF's chains and dispatch entries, inserted in turn
         against the set as it grows, as one batch per table: inserts come
         after every chain's rules, each where a full rewrite puts it."""
         group = {}
         for name in names:
             group[name] = 1
-        if family == "ip6tables":
-            members = self.state.names_with_ipv6()
-        else:
-            members = self.state.names()
-        members = [v for v in members if v.name not in group]
-        batches = {}
-        for change in arriving:
-            if not ruleset.wants_chains(family, change.nic):
-                continue
-            for table in ruleset.TABLES[family]:
-                batch = batches.setdefault(table, Batch(family, table))
-                new_chains, inserts = ruleset.dispatch_insert(
-                    family, table, change.vif, members)
+        members = [v for v in self._members(family, arriving[0].vif, listed)
+                   if v.name not in group]
+        arriving = [c for c in arriving if ruleset.wants_chains(family, c.nic)]
+        batches = []
+        for table in ruleset.TABLES[family]:
+            if not arriving:
+                break
+            batch = Batch(family, table)
+            inserted = ruleset.dispatch_inserts(family, table, members,
+                                                [c.vif for c in arriving])
+            for change, (new_chains, inserts) in zip(arriving, inserted):
                 batch.new_chains.extend(
                     ruleset.vif_chains(family, table, change.vif, change.nic) + new_chains)
                 batch.inserts.extend(inserts)
-            members.append(change.vif)
-        return [batches[table] for table in ruleset.TABLES[family] if table in batches]
+            batches.append(batch)
+        return batches
 
     def _teardown_vif(self, vif):
         """Remove every rule of vif in every family, whatever the records

@@ -599,25 +599,38 @@ def dispatch_insert(family, table, vif, vifs):
     chains on vif's path that the set lacked, written whole, and the rules a
     chain that exists gains, where a full rewrite puts them.
     """
-    new_chains, inserts = [], []
-    for before in _dispatches(family, table, vifs):
-        after = before.plus(vif)
-        for name in after.path(vif):
-            if not after.has(name):
-                continue
-            if not before.has(name):
-                new_chains.append(after.chain(name))
-                continue
-            old, new = before.chain(name).rules, after.chain(name).rules
-            index = 0
-            while index < len(old) and old[index] == new[index]:
-                index += 1
-            added = len(new) - len(old)
-            if new[:index] + new[index + added:] != old:
-                raise ValueError("dispatch chain %s does not only grow" % name)
-            for offset in range(added):
-                inserts.append((name, index + offset + 1, new[index + offset]))
-    return new_chains, inserts
+    return dispatch_inserts(family, table, vifs, [vif])[0]
+
+
+def dispatch_inserts(family, table, vifs, arriving):
+    """dispatch_insert for each VIF of arriving in turn, the set growing
+    with each: [(new dispatch chains, inserts)] in arriving's order. The
+    tries are built once and grown (a boot storm's group commit)."""
+    result = []
+    current = _dispatches(family, table, vifs)
+    for vif in arriving:
+        new_chains, inserts, grown = [], [], []
+        for before in current:
+            after = before.plus(vif)
+            grown.append(after)
+            for name in after.path(vif):
+                if not after.has(name):
+                    continue
+                if not before.has(name):
+                    new_chains.append(after.chain(name))
+                    continue
+                old, new = before.chain(name).rules, after.chain(name).rules
+                index = 0
+                while index < len(old) and old[index] == new[index]:
+                    index += 1
+                added = len(new) - len(old)
+                if new[:index] + new[index + added:] != old:
+                    raise ValueError("dispatch chain %s does not only grow" % name)
+                for offset in range(added):
+                    inserts.append((name, index + offset + 1, new[index + offset]))
+        current = grown
+        result.append((new_chains, inserts))
+    return result
 
 
 def dispatch_tree(family, table, vifs):
