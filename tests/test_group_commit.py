@@ -186,3 +186,59 @@ def test_a_queue_entry_its_killed_writer_left_half_written_is_cleared(legacy_bed
     bed.hook("online", guest.port, "--network", guest.network())
     assert not os.path.exists(left)
     assert os.listdir(queue) == []
+
+
+# What the plugin's and host-rules' sync do once XAPI has said what runs:
+# engine.sync with {name: (VifName, NicAddresses or None)}.
+SYNC_DRIVER = """
+import json, sys
+sys.path.insert(0, %r)
+from vifrules import config
+from vifrules.addresses import VifName, parse_nic
+from vifrules.backend import engine_for
+running = {}
+for name, network in json.loads(sys.argv[1]):
+    vif = VifName(name)
+    running[vif.name] = (vif, network and parse_nic(network) or None)
+sys.stdout.write(json.dumps(engine_for(config.load()).sync(running)))
+""" % os.path.join(netbed.TOP, "xapi-plugin")
+
+
+def test_a_sync_is_handed_over_and_committed_in_its_place(legacy_bed, tmp_path):
+    bed = legacy_bed
+    bed.host_rules("start")
+    held, gone, later, new = _guest(40), _guest(41), _guest(42), _guest(43)
+    bed.hook("online", gone.port, "--network", gone.network())
+    log, go = _held_restore(bed, tmp_path)
+    first = _hook(bed, "online", held.port, "--network", held.network())
+    _wait_for(lambda: _runs(log) == 1)
+    online = _hook(bed, "online", later.port, "--network", later.network())
+    _wait_for(lambda: len(_queued(bed)) == 1)
+    # vif41.0 no longer runs; vif40.0 and vif42.0 run, XAPI without data for
+    # them (their records stay); vif43.0 runs with data.
+    running = [[held.port, None], [later.port, None], [new.port, new.network()]]
+    sync = subprocess.Popen(
+        ["ip", "netns", "exec", bed.ns("h"), sys.executable, "-c", SYNC_DRIVER,
+         json.dumps(running)], env=bed.env(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: len(_queued(bed)) == 2)  # handed over, not waiting its turn
+    offline = _hook(bed, "offline", later.port)
+    _wait_for(lambda: len(_queued(bed)) == 3)
+    go.touch()
+    outs = {}
+    for name, process in (("first", first), ("online", online), ("sync", sync),
+                          ("offline", offline)):
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, (name, err)
+        outs[name] = json.loads(out)
+    report = outs["sync"]
+    # In its place: after vif42.0's online (on record, so unchanged), before its offline.
+    assert report["removed"] == [gone.port]
+    assert report["applied"] == [new.port]
+    assert sorted(report["unchanged"]) == [held.port, later.port]
+    assert report["without_data"] == []
+    assert outs["offline"] == {"vif": later.port, "was_protected": True}
+    bed.write_config()
+    assert bed.ruleset() == _serial_ruleset(tmp_path, [held, new])
+    assert not os.listdir(os.path.join(bed.state_dir, "queue"))
+    assert not os.listdir(os.path.join(bed.state_dir, "pending"))

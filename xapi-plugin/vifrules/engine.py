@@ -217,10 +217,27 @@ class Engine(object):
     # ------------------------------------------------------------ group commit
 
     def commit_changes(self, changes):
-        """Under the lock (vifrules.handover): commit handover.Change's
-        together, one restore per family for all; [outcome] in their order.
-        If the group fails in the kernel, each change is retried alone, so
-        one bad VIF fails alone and the others are still protected."""
+        """Under the lock (vifrules.handover): commit handover.Change's in
+        their order, [outcome] in that order. The VIF events between two
+        syncs go together, one restore per family for all; a sync rebuilds
+        the host between them."""
+        from vifrules.handover import SYNC
+        outcomes, events = [], []
+        for change in changes + [None]:
+            if change is None or change.kind == SYNC:
+                if events:
+                    outcomes.extend(self._commit_events(events))
+                    events = []
+                if change is not None:
+                    outcomes.extend(self._commit_events([change]))
+            else:
+                events.append(change)
+        return outcomes
+
+    def _commit_events(self, changes):
+        """VIF events together; if the group fails in the kernel, each change
+        is retried alone, so one bad VIF fails alone and the others are
+        still protected."""
         from vifrules.handover import outcome_of
         if len(changes) == 1:
             return [outcome_of(self._one_change, changes[0])]
@@ -271,9 +288,11 @@ class Engine(object):
         return outcomes
 
     def _one_change(self, change):
-        from vifrules.handover import APPLY
+        from vifrules.handover import APPLY, SYNC
         if change.kind == APPLY:
             return self._apply_vif(change.vif, change.nic)
+        if change.kind == SYNC:
+            return self._sync(change.running, change.trusted)
         return self._teardown_vif(change.vif)
 
     def _commit_together(self, changes, previous):
@@ -726,8 +745,12 @@ class Engine(object):
         None when no data is known): VIFs on record that do not run are
         removed; a running VIF without new data keeps the data on record, or
         stays closed if there is none. One batch per family rebuilds all.
+        Handed over like a VIF event: the VIF events queued before it are
+        committed before it, those after it after it.
         """
-        return locked(self._lock(), self._sync, running, trusted)
+        from vifrules import handover
+        return handover.submit(self.config, handover.Change(
+            handover.SYNC, running=running, trusted=trusted), lambda: self)
 
     def _sync(self, running, trusted):
         self.state.mark_pending(HOST)

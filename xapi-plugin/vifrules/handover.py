@@ -15,7 +15,7 @@ import os
 import time
 
 from vifrules import jsontext
-from vifrules.addresses import VifName, nic_from_state
+from vifrules.addresses import VifName, nic_from_state, parse_interface
 from vifrules.compat import current_exception
 from vifrules.errors import KINDS, LockTimeout, StateError, VifRulesError
 from vifrules.runner import Lock, locked
@@ -24,17 +24,33 @@ QUEUE = "queue"
 RESULTS = "results"
 APPLY = "apply"
 TEARDOWN = "teardown"
+SYNC = "sync"
 
 
 class Change(object):
-    """One caller's change: APPLY with its NicAddresses, or TEARDOWN."""
+    """One caller's change: APPLY of vif with its NicAddresses nic, TEARDOWN
+    of vif, or SYNC of the whole host with the VIFs that run (running:
+    {name: (VifName, NicAddresses or None)}) and the trusted uplinks (None:
+    as in force)."""
 
-    def __init__(self, kind, vif, nic=None):
+    def __init__(self, kind, vif=None, nic=None, running=None, trusted=None):
         self.kind = kind
         self.vif = vif
         self.nic = nic
+        self.running = running
+        self.trusted = trusted
 
     def to_dict(self):
+        if self.kind == SYNC:
+            names = list(self.running.keys())
+            names.sort()
+            running = []
+            for name in names:
+                nic = self.running[name][1]
+                if nic is not None:
+                    nic = nic.to_dict()
+                running.append([name, nic])
+            return {"kind": SYNC, "running": running, "trusted": self.trusted}
         data = {"kind": self.kind, "vif": self.vif.name}
         if self.nic is not None:
             data["nic"] = self.nic.to_dict()
@@ -42,6 +58,17 @@ class Change(object):
 
 
 def _change_from_dict(data):
+    if data["kind"] == SYNC:
+        running = {}
+        for name, nic in data["running"]:
+            vif = VifName(name)
+            if nic is not None:
+                nic = nic_from_state(nic)
+            running[vif.name] = (vif, nic)
+        trusted = data["trusted"]
+        if trusted is not None:
+            trusted = [parse_interface(name) for name in trusted]
+        return Change(SYNC, running=running, trusted=trusted)
     nic = None
     if "nic" in data:
         nic = nic_from_state(data["nic"])
