@@ -40,6 +40,7 @@ from vifrules import backend, ruleset
 from vifrules.compat import to_text
 from vifrules.errors import ConfigError, HostNotReady
 from vifrules.runner import SEARCH_PATH, run
+from vifrules.xapi import read_inventory
 
 OK = "ok"
 MISSING = "missing"
@@ -343,7 +344,43 @@ def _ovs_items(cfg, root, run_commands):
         else:
             items.append(_item(label, MISSING, "on no Open vSwitch bridge: its traffic would "
                                "be dropped", "TRUSTED_INTERFACES in the configuration"))
+    items.append(_management_item(cfg, root))
     return items
+
+
+def _management_item(cfg, root):
+    """dom0 talks to the pool and the controller through the bridge the
+    inventory names (MANAGEMENT_INTERFACE, e.g. xenbr0); on Open vSwitch
+    only trusted ports forward, so every uplink of that bridge must be
+    trusted, or start cuts the host off its own network."""
+    label = "management uplink"
+    inventory = cfg.get("XENSOURCE_INVENTORY")
+    try:
+        bridge = read_inventory(_under(root, inventory)).get("MANAGEMENT_INTERFACE")
+    except HostNotReady:
+        bridge = None
+    if not bridge:
+        return _item(label, SKIPPED, "no MANAGEMENT_INTERFACE in %s" % inventory, OVS_PROVIDER)
+    status, out, err = run(["ovs-vsctl", "--timeout=5", "br-to-parent", bridge], check=False)
+    if status != 0:
+        return _item(label, UNKNOWN, "MANAGEMENT_INTERFACE=%s is no Open vSwitch bridge: "
+                     "cannot tell which uplink carries dom0's traffic" % bridge,
+                     "TRUSTED_INTERFACES in the configuration")
+    parent = _first_line(out)
+    status, out, err = run(["ovs-vsctl", "--timeout=5", "list-ports", parent], check=False)
+    if status != 0:
+        return _item(label, UNKNOWN, "'ovs-vsctl list-ports %s' failed (%d): %s" % (
+            parent, status, _first_line(err)), OVS_PROVIDER)
+    uplinks = [port for port in out.split() if not (
+        port.startswith("vif") or port.startswith("tap"))]
+    untrusted = [port for port in uplinks if port not in cfg.trusted_interfaces]
+    if untrusted:
+        return _item(label, MISSING, "dom0's management traffic (MANAGEMENT_INTERFACE=%s, "
+                     "bridge %s) leaves through %s, not in TRUSTED_INTERFACES: start would "
+                     "cut the host off its network" % (bridge, parent, " ".join(untrusted)),
+                     "TRUSTED_INTERFACES in the configuration")
+    return _item(label, OK, "MANAGEMENT_INTERFACE=%s on bridge %s: uplinks %s trusted" % (
+        bridge, parent, " ".join(uplinks) or "(none)"), OVS_PROVIDER)
 
 
 def _not_used(items):
