@@ -171,14 +171,21 @@ def _assert_settled(bed):
     assert status.returncode == 0, status.stdout + status.stderr
 
 
+def _pile_up(bed, env, log, guests):
+    """The first guest's online holds the lock (its bundle held), the
+    others' pile up behind it in the queue. Returns their processes."""
+    first = _online(bed, env, guests[0])
+    _wait_for(lambda: len(_bundles(log)) == 1)
+    rest = [_online(bed, env, g) for g in guests[1:]]
+    _wait_for(lambda: len(_queued(bed)) == len(rest))
+    return [first] + rest
+
+
 def test_waiting_callers_are_committed_together(ovs, tmp_path):
     env, log, go, abort = _wrapped_ofctl(ovs, tmp_path)
-    first = _online(ovs, env, STORM[0])
-    _wait_for(lambda: len(_bundles(log)) == 1)  # the first holds the lock, its bundle held
-    rest = [_online(ovs, env, g) for g in STORM[1:]]
-    _wait_for(lambda: len(_queued(ovs)) == len(rest))
+    processes = _pile_up(ovs, env, log, STORM)
     go.touch()
-    for guest, process in zip(STORM, [first] + rest):
+    for guest, process in zip(STORM, processes):
         out, err = process.communicate(timeout=60)
         assert process.returncode == 0, err
         assert json.loads(out) == {"vif": guest.port, "replaced": False}
@@ -190,10 +197,7 @@ def test_waiting_callers_are_committed_together(ovs, tmp_path):
 def test_an_invalid_change_fails_alone_and_changes_nothing(ovs, tmp_path):
     env, log, go, abort = _wrapped_ofctl(ovs, tmp_path)
     guests = [_guest(n) for n in range(20, 24)]
-    first = _online(ovs, env, guests[0])
-    _wait_for(lambda: len(_bundles(log)) == 1)
-    rest = [_online(ovs, env, g) for g in guests[1:]]
-    _wait_for(lambda: len(_queued(ovs)) == 3)
+    processes = _pile_up(ovs, env, log, guests)
     records = sorted(os.listdir(ovs.state_dir))
     bad_network = json.loads(_guest(25).network())
     bad_network["mac"] = "02:00:00:00:02:zz"
@@ -207,7 +211,7 @@ def test_an_invalid_change_fails_alone_and_changes_nothing(ovs, tmp_path):
     assert len(_queued(ovs)) == 3 and len(_bundles(log)) == 1
     assert sorted(os.listdir(ovs.state_dir)) == records
     go.touch()
-    for guest, process in zip(guests, [first] + rest):
+    for guest, process in zip(guests, processes):
         out, err = process.communicate(timeout=60)
         assert process.returncode == 0, err
         assert json.loads(out)["vif"] == guest.port
@@ -220,13 +224,10 @@ def test_an_invalid_change_fails_alone_and_changes_nothing(ovs, tmp_path):
 def test_a_bundle_refused_for_one_vif_leaves_the_others_protected(ovs, tmp_path):
     env, log, go, abort = _wrapped_ofctl(ovs, tmp_path, refuse="vif33.0")
     guests = [_guest(n) for n in range(30, 36)]
-    first = _online(ovs, env, guests[0])
-    _wait_for(lambda: len(_bundles(log)) == 1)
-    rest = [_online(ovs, env, g) for g in guests[1:]]
-    _wait_for(lambda: len(_queued(ovs)) == 5)
+    processes = _pile_up(ovs, env, log, guests)
     go.touch()
     statuses, errors = {}, {}
-    for guest, process in zip(guests, [first] + rest):
+    for guest, process in zip(guests, processes):
         out, err = process.communicate(timeout=120)
         statuses[guest.port], errors[guest.port] = process.returncode, err
     assert statuses.pop("vif33.0") == 5, errors["vif33.0"]
@@ -251,10 +252,8 @@ def test_a_bundle_refused_for_one_vif_leaves_the_others_protected(ovs, tmp_path)
 def test_a_killed_holder_loses_nothing(ovs, tmp_path, orphan):
     env, log, go, abort = _wrapped_ofctl(ovs, tmp_path)
     guests = [_guest(n) for n in range(40, 44)]
-    holder = _online(ovs, env, guests[0])
-    _wait_for(lambda: len(_bundles(log)) == 1)
-    waiting = [_online(ovs, env, g) for g in guests[1:]]
-    _wait_for(lambda: len(_queued(ovs)) == 3)
+    processes = _pile_up(ovs, env, log, guests)
+    holder, waiting = processes[0], processes[1:]
     os.kill(holder.pid, signal.SIGKILL)  # mid-commit, the others' changes still queued
     holder.communicate(timeout=30)
     # Its bundle, holding the lock until it ends, goes on or never reaches

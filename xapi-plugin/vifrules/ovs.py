@@ -464,16 +464,7 @@ class OvsEngine(object):
         names.sort()
         for name in names:
             self.state.mark_pending(name)
-        results, wanted, vifs = [], dict(previous), {}
-        for change in changes:
-            name = change.vif.name
-            vifs[name] = change.vif
-            if change.kind == handover.APPLY:
-                results.append({"vif": name, "replaced": wanted[name] is not None})
-                wanted[name] = change.nic
-            else:
-                results.append({"vif": name, "was_protected": wanted[name] is not None})
-                wanted[name] = None
+        results, wanted, vifs = end_state(changes, previous)
         for name in names:
             if wanted[name] is None:
                 self.state.remove(name)
@@ -661,6 +652,25 @@ class OvsEngine(object):
         from vifrules.vifpatch import hook_state
         return {"protected": not missing, "missing": missing, "trusted": trusted,
                 "vifs": vifs, "hook": hook_state()}
+
+
+def end_state(changes, previous):
+    """What a group of handover.Change's leaves, in order (online then
+    offline of one VIF ends offline): ([the result of each], {name:
+    NicAddresses wanted or None}, {name: VifName}); previous: {name: the
+    NicAddresses on record before or None} of every VIF of changes.
+    (engine.Engine._commit_together computes the same inline.)"""
+    results, wanted, vifs = [], dict(previous), {}
+    for change in changes:
+        name = change.vif.name
+        vifs[name] = change.vif
+        if change.kind == handover.APPLY:
+            results.append({"vif": name, "replaced": wanted[name] is not None})
+            wanted[name] = change.nic
+        else:
+            results.append({"vif": name, "was_protected": wanted[name] is not None})
+            wanted[name] = None
+    return results, wanted, vifs
 
 
 def _unique(names):
