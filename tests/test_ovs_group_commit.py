@@ -362,3 +362,28 @@ def test_a_teardown_killed_between_record_and_flows_leaves_no_flows(ovs, tmp_pat
     assert not _own_flows(ovs, victim.port)
     assert ovs.flows() == _serial_flows(tmp_path, guests[:1])
     _assert_settled(ovs)
+
+
+def test_the_failing_vif_is_read_from_what_ovs_ofctl_says():
+    """Both ways ovs-ofctl names a refused flow (as it says them: its own
+    parse error names the input line, the switch's error the flow mod)."""
+    from vifrules.ovs import _failing_lines, _vifs_of_lines
+    vif, other = VifName("vif33.0"), VifName("tap3.0")
+    cookie = openflow.cookie_text(openflow.vif_cookie(vif))
+    lines = ["delete cookie=%s/-1" % cookie,
+             "add table=0,priority=40000,cookie=%s,in_port=7,ip actions=drop" % cookie,
+             "add table=1,priority=40000,cookie=%s,in_port=7,ip actions=group:7" % cookie,
+             "add table=1,priority=40000,cookie=%s,in_port=4,ip actions=resubmit(,2)"
+             % openflow.cookie_text(openflow.vif_cookie(other)), ""]
+    switch_said = (
+        "Error OFPBAC_BAD_OUT_GROUP for: OFPT_FLOW_MOD (OF1.4) (xid=0x7): ADD table:1 "
+        "priority=40000,ip,in_port=7 cookie:0x%x actions=group:7\n"
+        "Error OFPBFC_MSG_FAILED for: OFPT_BUNDLE_CONTROL (OF1.4) (xid=0xa):\n"
+        " bundle_id=0 type=COMMIT_REQUEST flags=atomic ordered\n"
+        "ovs-ofctl: talking to unix:/run/openvswitch/xenbr0.mgmt (Protocol error)\n"
+        % openflow.vif_cookie(vif))
+    assert _failing_lines(switch_said, lines) == [2]
+    assert _failing_lines("ovs-ofctl: -:4: unknown action foo\n", lines) == [3]
+    assert _vifs_of_lines([lines[2]]) == ["vif33.0"]
+    assert _vifs_of_lines([lines[3]]) == ["tap3.0"]
+    assert _failing_lines("ovs-ofctl: xenbr0 is not a bridge or a socket\n", lines) == []

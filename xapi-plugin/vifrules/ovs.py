@@ -697,12 +697,13 @@ def _failing_lines(err, lines):
                 cookie = int(said.split(" cookie:")[1].split()[0], 16)
             except ValueError:
                 continue
-            wanted = "cookie=%s," % openflow.cookie_text(cookie)
-            priority = ""
+            wanted = ["cookie=%s," % openflow.cookie_text(cookie), "table=0,"]
+            if " table:" in said:  # table 0 goes unsaid
+                wanted[1] = "table=%s," % said.split(" table:")[1].split()[0]
             if " priority=" in said:
-                priority = "priority=%s," % said.split(" priority=")[1].split(",")[0].split()[0]
+                wanted.append("priority=%s," % said.split(" priority=")[1].split(",")[0].split()[0])
             for index in range(len(lines)):
-                if wanted in lines[index] and priority in lines[index]:
+                if not [w for w in wanted if w not in lines[index]]:
                     failing.append(index)
                     break
     return failing
