@@ -96,6 +96,32 @@ if pid == 0:
 time.sleep(0.8)
 holder.close()
 print("wait %s" % (os.waitpid(pid, 0)[1] == 0))
+# wait(deadline, done): while the lock stays held, done() ends the wait
+# (False, nothing held) within a few ticks; ticks after that never raise.
+holder = open(os.path.join(sys.argv[1], "the-lock"), "a")
+fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+pid = os.fork()
+if pid == 0:
+    holder.close()
+    late = 0
+    for attempt in range(20):
+        flag = os.path.join(sys.argv[1], "done-%d" % attempt)
+        waiter = Lock(os.path.join(sys.argv[1], "the-lock"), 5)
+        due = time.time() + 0.03
+        def done():
+            if time.time() >= due:
+                open(flag, "w").close()
+            return os.path.exists(flag)
+        if waiter.wait(time.time() + 5, done) is not False or waiter.handle is not None:
+            os._exit(3)
+        late = max(late, time.time() - due)
+        time.sleep(0.02)  # a stray tick would raise here
+    if late > 0.5:
+        os._exit(4)
+    os._exit(0)
+status = os.waitpid(pid, 0)[1]
+holder.close()
+print("wait-done %s" % (status == 0))
 '''
 
 
@@ -111,5 +137,5 @@ def test_runner_under_each_dom0_python(version, tmp_path):
     lines = probe.stdout.split("\n")[:-1]
     assert [line.split()[0] for line in lines] == [
         "cat", "stderr", "missing", "raised", "fds", "parallel", "timeout", "timeout-status",
-        "inherits-lock", "released", "orphan-holds", "then-free", "wait"]
+        "inherits-lock", "released", "orphan-holds", "then-free", "wait", "wait-done"]
     assert all(line.endswith(" True") for line in lines), lines

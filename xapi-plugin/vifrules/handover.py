@@ -100,7 +100,11 @@ def submit(config, change, make_engine):
         return locked(lock, make_engine()._one_change, change)
     deadline = time.time() + config.lock_timeout
     try:
-        lock.wait(deadline)
+        # Until the lock is ours, or our result is there: a holder writes
+        # each result before it lets the lock go, and a caller whose change
+        # is committed ends at once instead of queueing for the lock behind
+        # the next holder's commit.
+        holding = lock.wait(deadline, lambda: queue.has_result(ticket))
     except LockTimeout:
         # Withdrawn, or a holder has it and may still commit it: either way
         # this caller has waited as long as it may.
@@ -109,13 +113,15 @@ def submit(config, change, make_engine):
             return _unpack(outcome)
         queue.withdraw(ticket)
         raise
-    try:
-        # A holder leaves every result before it lets the lock go.
+    if not holding:
         outcome = queue.take_result(ticket)
-        if outcome is None:
-            outcome = _commit_queued(make_engine(), queue, ticket)
-    finally:
-        lock.release()
+    else:
+        try:
+            outcome = queue.take_result(ticket)
+            if outcome is None:
+                outcome = _commit_queued(make_engine(), queue, ticket)
+        finally:
+            lock.release()
     if outcome is None:
         raise StateError(queue.queue, "change %s was taken from the queue and no "
                          "result was left for it" % ticket)
@@ -240,6 +246,9 @@ class _Queue(object):
 
     def put_result(self, ticket, outcome):
         _write(self.results, ticket, jsontext.dumps(outcome))
+
+    def has_result(self, ticket):
+        return os.path.exists(os.path.join(self.results, ticket))
 
     def take_result(self, ticket):
         path = os.path.join(self.results, ticket)

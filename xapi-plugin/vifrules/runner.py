@@ -31,6 +31,7 @@ MAX_FD = 1024
 EXEC_FAILED = 127
 _CHUNK = 65536
 DEFAULT_TIMEOUT = 30.0
+WAIT_TICK = 0.005  # how often a caller blocked on the lock looks for its result
 # A child outlives its caller's own deadline by this much before its alarm
 # ends it: normally the caller kills it first and says why.
 ALARM_GRACE = 5
@@ -335,28 +336,47 @@ class Lock(object):
                 raise LockTimeout(self.path, str(self.timeout))
             time.sleep(0.02)
 
-    def wait(self, deadline):
-        """Block until the lock is ours or time.time() reaches deadline
-        (LockTimeout): no polling, so waiters cost no CPU while a holder
-        commits. The alarm interrupts flock; its handler raises, so the call
-        is not restarted."""
+    def wait(self, deadline, done=None):
+        """Block until the lock is ours (True), or until done() says the
+        caller needs it no more (False), or until time.time() reaches
+        deadline (LockTimeout). No polling of the lock: the kernel hands it
+        over the moment it is free, and waiters cost no CPU while a holder
+        commits. An interval timer interrupts flock every WAIT_TICK seconds
+        to ask done() (where there is none, Python 2.4, only the deadline
+        interrupts it); a tick that raises ends the call, one that returns
+        lets flock block again."""
         self._open()
-        left = deadline - time.time()
-        previous = signal.signal(signal.SIGALRM, _alarm_raises)
+        ticks = _Ticks(deadline, done)
+        previous = signal.signal(signal.SIGALRM, ticks.tick)
         try:
             try:
-                if left <= 0:
-                    raise _Alarm()
-                _set_alarm(left)
-                fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX)
+                ticks.tick(None, None)  # past the deadline or done already
+                if done is not None and hasattr(signal, "setitimer"):
+                    signal.setitimer(signal.ITIMER_REAL, WAIT_TICK, WAIT_TICK)
+                else:
+                    _set_alarm(deadline - time.time())
+                while 1:
+                    try:
+                        fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX)
+                        break
+                    except IOError:  # Python 2: a tick that returned interrupts flock
+                        if getattr(current_exception(), "errno", None) != errno.EINTR:
+                            raise
+                ticks.active = False
             except _Alarm:
                 self.handle.close()
                 self.handle = None
                 raise LockTimeout(self.path, str(self.timeout))
+            except _Done:
+                self.handle.close()
+                self.handle = None
+                return False
         finally:
+            ticks.active = False
             _set_alarm(0)
             signal.signal(signal.SIGALRM, previous)
         _inherited.append(self.handle.fileno())
+        return True
 
     def release(self):
         # Closing, not LOCK_UN: a child still holding the descriptor keeps
@@ -373,8 +393,29 @@ class _Alarm(Exception):
     pass
 
 
-def _alarm_raises(number, frame):
-    raise _Alarm()
+class _Done(Exception):
+    pass
+
+
+class _Ticks(object):
+    """SIGALRM while Lock.wait blocks: past the deadline or done, raise."""
+
+    def __init__(self, deadline, done):
+        self.deadline = deadline
+        self.done = done
+        self.active = True
+
+    def tick(self, number, frame):
+        # Raises once at most: a tick that comes after the lock was taken,
+        # or after one that raised, does nothing.
+        if not self.active:
+            return
+        if time.time() >= self.deadline:
+            self.active = False
+            raise _Alarm()
+        if self.done is not None and self.done():
+            self.active = False
+            raise _Done()
 
 
 def _set_alarm(seconds):
