@@ -226,6 +226,8 @@ class OvsEngine(object):
     def _one_change(self, change):
         if change.kind == handover.APPLY:
             return self._apply_vif(change.vif, change.nic)
+        if change.kind == handover.SYNC:
+            return self._sync(change.running, change.trusted)
         return self._teardown_vif(change.vif)
 
     def _apply_vif(self, vif, nic):
@@ -391,12 +393,28 @@ class OvsEngine(object):
     # ------------------------------------------------------------ group commit
 
     def commit_changes(self, changes):
-        """Under the lock (vifrules.handover): commit handover.Change's
-        together, one bundle per bridge for all; [outcome] in their order.
-        If a bundle is refused, the records go back to what they were and
-        the changes go again: the others together if ovs-ofctl named the
-        one VIF whose flow failed (that one alone after them), else each
-        alone. So one bad VIF fails alone, the others wait one extra commit."""
+        """Under the lock (vifrules.handover): commit handover.Change's in
+        their order, [outcome] in that order. The VIF events between two
+        syncs go together, one bundle per bridge for all; a sync rebuilds
+        the host between them (as engine.Engine.commit_changes)."""
+        outcomes, events = [], []
+        for change in changes + [None]:
+            if change is None or change.kind == handover.SYNC:
+                if events:
+                    outcomes.extend(self._commit_events(events))
+                    events = []
+                if change is not None:
+                    outcomes.append(handover.outcome_of(self._one_change, change))
+            else:
+                events.append(change)
+        return outcomes
+
+    def _commit_events(self, changes):
+        """VIF events together, one bundle per bridge. If a bundle is
+        refused, the records go back to what they were and the changes go
+        again: the others together if ovs-ofctl named the one VIF whose flow
+        failed (that one alone after them), else each alone. So one bad VIF
+        fails alone, the others wait one extra commit."""
         if len(changes) == 1:
             return [handover.outcome_of(self._one_change, changes[0])]
         previous, unreadable = self._previous(changes)
@@ -572,12 +590,15 @@ class OvsEngine(object):
     def sync(self, running, trusted=None):
         """As engine.Engine.sync: running maps each running VIF's name to
         (VifName, NicAddresses or None); one transaction per bridge rebuilds
-        all, so it also re-protects every VIF after a flush of the flows."""
-        trusted = self._trusted(trusted)
-        return locked(self._lock(), self._sync, running, trusted)
+        all, so it also re-protects every VIF after a flush of the flows.
+        Handed over like a VIF event: those queued before it are committed
+        before it, those after it after it."""
+        return handover.submit(self.config, handover.Change(
+            handover.SYNC, running=running, trusted=trusted), lambda: self)
 
     def _sync(self, running, trusted):
         self.state.mark_pending(HOST)
+        trusted = self._trusted(trusted)
         on_record = {}
         for vif, guest in self._records():
             on_record[vif.name] = (vif, guest.nic)
