@@ -18,7 +18,7 @@ from vifrules.compat import current_exception
 from vifrules.errors import CommandFailed, HostNotReady, StateError, VifRulesError
 from vifrules.render import Batch, SavedTable, parse_save, restore_text
 from vifrules.runner import Lock, failure, locked, run, run_all
-from vifrules.state import HOST, StateDir
+from vifrules.state import GROUP, HOST, StateDir
 
 CONTEXT_LINES = 5  # restore input lines logged on each side of a failing one
 
@@ -299,8 +299,7 @@ class Engine(object):
         from vifrules.handover import APPLY
         left_behind = self._left_behind()
         names = list(previous.keys())
-        for name in names:
-            self.state.mark_pending(name)
+        self.state.mark_pending(GROUP)  # one mark for all: a file each costs a commit's time
         results, wanted = [], dict(previous)
         for change in changes:
             name = change.vif.name
@@ -332,7 +331,7 @@ class Engine(object):
             self._remove_from_kernel(leaving)
         else:
             self._reconcile(self._trusted())
-        self.state.clear_pending(left_behind + names)
+        self.state.clear_pending(left_behind + [GROUP])
         self.log("group commit: %d changes of %d VIFs in one restore per family" % (
             len(changes), len(names)))
         return results

@@ -30,6 +30,7 @@ SUFFIX = ".json"
 IPV6_MEMBERS = "ipv6"  # a marker file per VIF with IPv6: the ip6tables trie's set
 PENDING = "pending"
 HOST = "host"  # the pending marker of host-wide operations (not a VIF name)
+GROUP = "group"  # the pending marker of a group commit (its VIFs: see the records)
 HOST_RECORD = "trusted-uplinks"  # not a VIF record: no .json suffix
 
 
