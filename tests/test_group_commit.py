@@ -204,6 +204,36 @@ sys.stdout.write(json.dumps(engine_for(config.load()).sync(running)))
 """ % os.path.join(netbed.TOP, "xapi-plugin")
 
 
+def sync_in_place(ns, env, queued, go, first, online, start_offline, guests):
+    """With the first caller holding the lock and the online of `later`
+    queued: a sync handed over, then the offline of `later`. The sync sees
+    the online and not the offline (each backend's test calls this)."""
+    held, gone, later, new = guests
+    # gone no longer runs; held and later run, XAPI without data for them
+    # (their records stay); new runs with data.
+    running = [[held.port, None], [later.port, None], [new.port, new.network()]]
+    sync = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", SYNC_DRIVER, json.dumps(running)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: len(queued()) == 2)  # handed over, not waiting its turn
+    offline = start_offline()
+    _wait_for(lambda: len(queued()) == 3)
+    go.touch()
+    outs = {}
+    for name, process in (("first", first), ("online", online), ("sync", sync),
+                          ("offline", offline)):
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, (name, err)
+        outs[name] = json.loads(out)
+    report = outs["sync"]
+    # In its place: after later's online (on record, so unchanged), before its offline.
+    assert report["removed"] == [gone.port]
+    assert report["applied"] == [new.port]
+    assert sorted(report["unchanged"]) == sorted([held.port, later.port])
+    assert report["without_data"] == []
+    assert outs["offline"] == {"vif": later.port, "was_protected": True}
+
+
 def test_a_sync_is_handed_over_and_committed_in_its_place(legacy_bed, tmp_path):
     bed = legacy_bed
     bed.host_rules("start")
@@ -214,30 +244,8 @@ def test_a_sync_is_handed_over_and_committed_in_its_place(legacy_bed, tmp_path):
     _wait_for(lambda: _runs(log) == 1)
     online = _hook(bed, "online", later.port, "--network", later.network())
     _wait_for(lambda: len(_queued(bed)) == 1)
-    # vif41.0 no longer runs; vif40.0 and vif42.0 run, XAPI without data for
-    # them (their records stay); vif43.0 runs with data.
-    running = [[held.port, None], [later.port, None], [new.port, new.network()]]
-    sync = subprocess.Popen(
-        ["ip", "netns", "exec", bed.ns("h"), sys.executable, "-c", SYNC_DRIVER,
-         json.dumps(running)], env=bed.env(), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: len(_queued(bed)) == 2)  # handed over, not waiting its turn
-    offline = _hook(bed, "offline", later.port)
-    _wait_for(lambda: len(_queued(bed)) == 3)
-    go.touch()
-    outs = {}
-    for name, process in (("first", first), ("online", online), ("sync", sync),
-                          ("offline", offline)):
-        out, err = process.communicate(timeout=60)
-        assert process.returncode == 0, (name, err)
-        outs[name] = json.loads(out)
-    report = outs["sync"]
-    # In its place: after vif42.0's online (on record, so unchanged), before its offline.
-    assert report["removed"] == [gone.port]
-    assert report["applied"] == [new.port]
-    assert sorted(report["unchanged"]) == [held.port, later.port]
-    assert report["without_data"] == []
-    assert outs["offline"] == {"vif": later.port, "was_protected": True}
+    sync_in_place(bed.ns("h"), bed.env(), lambda: _queued(bed), go, first, online,
+                  lambda: _hook(bed, "offline", later.port), (held, gone, later, new))
     bed.write_config()
     assert bed.ruleset() == _serial_ruleset(tmp_path, [held, new])
     assert not os.listdir(os.path.join(bed.state_dir, "queue"))

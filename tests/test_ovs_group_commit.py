@@ -390,7 +390,7 @@ def test_the_failing_vif_is_read_from_what_ovs_ofctl_says():
 
 
 def test_a_sync_is_handed_over_and_committed_in_its_place(ovs, tmp_path):
-    from test_group_commit import SYNC_DRIVER
+    from test_group_commit import sync_in_place
     held, gone, later, new = _guest(40), _guest(41), _guest(42), _guest(43)
     ovs.hook("online", gone.port, "--network", gone.network())
     env, log, go, abort = _wrapped_ofctl(ovs, tmp_path)
@@ -398,29 +398,8 @@ def test_a_sync_is_handed_over_and_committed_in_its_place(ovs, tmp_path):
     _wait_for(lambda: len(_bundles(log)) == 1)
     online = _online(ovs, env, later)
     _wait_for(lambda: len(_queued(ovs)) == 1)
-    # vif41.0 no longer runs; vif40.0 and vif42.0 run, XAPI without data for
-    # them (their records stay); vif43.0 runs with data.
-    running = [[held.port, None], [later.port, None], [new.port, new.network()]]
-    sync = subprocess.Popen(
-        ["ip", "netns", "exec", ovs.ns("h"), sys.executable, "-c", SYNC_DRIVER,
-         json.dumps(running)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
-    _wait_for(lambda: len(_queued(ovs)) == 2)  # handed over, not waiting its turn
-    offline = _hook(ovs, env, "offline", later.port)
-    _wait_for(lambda: len(_queued(ovs)) == 3)
-    go.touch()
-    outs = {}
-    for name, process in (("first", first), ("online", online), ("sync", sync),
-                          ("offline", offline)):
-        out, err = process.communicate(timeout=60)
-        assert process.returncode == 0, (name, err)
-        outs[name] = json.loads(out)
-    report = outs["sync"]
-    # In its place: after vif42.0's online (on record, so unchanged), before its offline.
-    assert report["removed"] == [gone.port]
-    assert report["applied"] == [new.port]
-    assert sorted(report["unchanged"]) == [held.port, later.port]
-    assert outs["offline"] == {"vif": later.port, "was_protected": True}
+    sync_in_place(ovs.ns("h"), env, lambda: _queued(ovs), go, first, online,
+                  lambda: _hook(ovs, env, "offline", later.port), (held, gone, later, new))
     # the online alone (held), the online, the sync's rebuild, the offline
     assert len(_bundles(log)) == 4, _bundles(log)
     assert ovs.flows() == _serial_flows(tmp_path, [held, new])

@@ -221,18 +221,8 @@ class Engine(object):
         their order, [outcome] in that order. The VIF events between two
         syncs go together, one restore per family for all; a sync rebuilds
         the host between them."""
-        from vifrules.handover import SYNC
-        outcomes, events = [], []
-        for change in changes + [None]:
-            if change is None or change.kind == SYNC:
-                if events:
-                    outcomes.extend(self._commit_events(events))
-                    events = []
-                if change is not None:
-                    outcomes.extend(self._commit_events([change]))
-            else:
-                events.append(change)
-        return outcomes
+        from vifrules.handover import in_order
+        return in_order(changes, self._commit_events, self._one_change)
 
     def _commit_events(self, changes):
         """VIF events together; if the group fails in the kernel, each change
@@ -296,19 +286,11 @@ class Engine(object):
         return self._teardown_vif(change.vif)
 
     def _commit_together(self, changes, previous):
-        from vifrules.handover import APPLY
+        from vifrules.handover import APPLY, end_state
         left_behind = self._left_behind()
         names = list(previous.keys())
         self.state.mark_pending(GROUP)  # one mark for all: a file each costs a commit's time
-        results, wanted = [], dict(previous)
-        for change in changes:
-            name = change.vif.name
-            if change.kind == APPLY:
-                results.append({"vif": name, "replaced": wanted[name] is not None})
-                wanted[name] = change.nic
-            else:
-                results.append({"vif": name, "was_protected": wanted[name] is not None})
-                wanted[name] = None
+        results, wanted = end_state(changes, previous)[:2]
         for name in names:
             if wanted[name] is None:
                 self.state.remove(name)

@@ -151,6 +151,41 @@ def _commit_queued(engine, queue, ticket, change=None):
     return mine
 
 
+def in_order(changes, commit_events, commit_sync):
+    """[outcome] of changes in their order, for a backend's commit_changes:
+    the VIF events between two syncs through commit_events (together), each
+    sync through commit_sync."""
+    outcomes, events = [], []
+    for change in changes + [None]:
+        if change is None or change.kind == SYNC:
+            if events:
+                outcomes.extend(commit_events(events))
+                events = []
+            if change is not None:
+                outcomes.append(outcome_of(commit_sync, change))
+        else:
+            events.append(change)
+    return outcomes
+
+
+def end_state(changes, previous):
+    """What a group of VIF events leaves, in order (online then offline of
+    one VIF ends offline): ([the result of each], {name: NicAddresses wanted
+    or None}, {name: VifName}); previous: {name: the NicAddresses on record
+    before or None} of every VIF of changes."""
+    results, wanted, vifs = [], dict(previous), {}
+    for change in changes:
+        name = change.vif.name
+        vifs[name] = change.vif
+        if change.kind == APPLY:
+            results.append({"vif": name, "replaced": wanted[name] is not None})
+            wanted[name] = change.nic
+        else:
+            results.append({"vif": name, "was_protected": wanted[name] is not None})
+            wanted[name] = None
+    return results, wanted, vifs
+
+
 def _unpack(outcome):
     if "error" in outcome:
         raise _error(outcome["error"], outcome.get("params", []))

@@ -397,17 +397,7 @@ class OvsEngine(object):
         their order, [outcome] in that order. The VIF events between two
         syncs go together, one bundle per bridge for all; a sync rebuilds
         the host between them (as engine.Engine.commit_changes)."""
-        outcomes, events = [], []
-        for change in changes + [None]:
-            if change is None or change.kind == handover.SYNC:
-                if events:
-                    outcomes.extend(self._commit_events(events))
-                    events = []
-                if change is not None:
-                    outcomes.append(handover.outcome_of(self._one_change, change))
-            else:
-                events.append(change)
-        return outcomes
+        return handover.in_order(changes, self._commit_events, self._one_change)
 
     def _commit_events(self, changes):
         """VIF events together, one bundle per bridge. If a bundle is
@@ -482,7 +472,7 @@ class OvsEngine(object):
         names.sort()
         for name in names:
             self.state.mark_pending(name)
-        results, wanted, vifs = end_state(changes, previous)
+        results, wanted, vifs = handover.end_state(changes, previous)
         for name in names:
             if wanted[name] is None:
                 self.state.remove(name)
@@ -673,25 +663,6 @@ class OvsEngine(object):
         from vifrules.vifpatch import hook_state
         return {"protected": not missing, "missing": missing, "trusted": trusted,
                 "vifs": vifs, "hook": hook_state()}
-
-
-def end_state(changes, previous):
-    """What a group of handover.Change's leaves, in order (online then
-    offline of one VIF ends offline): ([the result of each], {name:
-    NicAddresses wanted or None}, {name: VifName}); previous: {name: the
-    NicAddresses on record before or None} of every VIF of changes.
-    (engine.Engine._commit_together computes the same inline.)"""
-    results, wanted, vifs = [], dict(previous), {}
-    for change in changes:
-        name = change.vif.name
-        vifs[name] = change.vif
-        if change.kind == handover.APPLY:
-            results.append({"vif": name, "replaced": wanted[name] is not None})
-            wanted[name] = change.nic
-        else:
-            results.append({"vif": name, "was_protected": wanted[name] is not None})
-            wanted[name] = None
-    return results, wanted, vifs
 
 
 def _unique(names):
