@@ -53,11 +53,20 @@ class VifName(object):
         domid = devid = ""
         if len(numbers) == 2:
             domid, devid = numbers
-        if not ((kind == "vif" or kind == "tap") and domid != "0" and
-                decimal(domid, 5) and decimal(devid, 4)):
+        # Checked inline, the numbers kept: an event parses the name of
+        # every guest on record, then sorts and marks them by number. The
+        # text must be exactly what int() prints back: no sign, space or
+        # leading zero.
+        try:
+            self.domid_number, self.devid_number = int(domid), int(devid)
+        except (ValueError, UnicodeError):
+            self.domid_number = self.devid_number = -1
+        if not ((kind == "vif" or kind == "tap") and 0 < self.domid_number < 100000 and
+                0 <= self.devid_number < 10000 and str(self.domid_number) == domid and
+                str(self.devid_number) == devid):
             raise InvalidArgument("vif", name,
                                   "expected vif<domid>.<devid> or tap<domid>.<devid>")
-        if int(domid) > MAX_DOMID:
+        if self.domid_number > MAX_DOMID:
             raise InvalidArgument("vif", name, "domid above %d" % MAX_DOMID)
         self.kind, self.domid, self.devid, self.name = kind, domid, devid, name
 

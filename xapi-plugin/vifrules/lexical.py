@@ -19,8 +19,7 @@ def only(text, allowed):
 
 def decimal(text, max_digits):
     """A decimal number of at most max_digits digits, no leading zero, no
-    sign: exactly the text int() would print back (checked in C: a vif
-    event parses the name of every guest on record)."""
+    sign: exactly the text int() would print back (checked in C)."""
     if len(text) > max_digits or text[:1] in ("-", ""):
         return False
     try:

@@ -95,7 +95,7 @@ def port_match(family, direction, port):
 def vif_mark(vif):
     """The VIF's number in the packet mark, unique on the host: 1 bit kind,
     15 bits domid, 14 bits devid."""
-    return (KINDS.index(vif.kind) << 29) | (int(vif.domid) << 14) | int(vif.devid)
+    return (KINDS.index(vif.kind) << 29) | (vif.domid_number << 14) | vif.devid_number
 
 
 MARK_BITS = 30
@@ -356,7 +356,7 @@ def trie_path(vif):
 
 def sorted_vifs(vifs):
     """By kind, then numerically by domid and devid: a stable order for rules."""
-    keyed = [(v.kind, int(v.domid), int(v.devid), i, v) for i, v in enumerate(vifs)]
+    keyed = [(v.kind, v.domid_number, v.devid_number, i, v) for i, v in enumerate(vifs)]
     keyed.sort()  # the index keeps VifName objects themselves out of the comparison
     return [entry[4] for entry in keyed]
 
@@ -394,12 +394,11 @@ class _NameTrie(object):
         self.node_set = {}
         for kind in KINDS:
             self.node_set[kind] = True
-        for vif in sorted_vifs(vifs):
-            self._add(vif)
-
-    def _add(self, vif):
-        self.by_domid.setdefault(vif.kind + vif.domid, []).append(vif)
-        self._add_nodes(vif)
+        by_domid, node_set = self.by_domid, self.node_set
+        for vif in sorted_vifs(vifs):  # inline: an event builds this for every guest
+            by_domid.setdefault(vif.kind + vif.domid, []).append(vif)
+            for i in range(1, len(vif.domid)):
+                node_set[vif.kind + vif.domid[:i]] = True
 
     def plus(self, vif):
         """The trie for the same set and vif."""
