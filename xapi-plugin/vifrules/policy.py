@@ -118,6 +118,7 @@ class Policy(object):
     def __init__(self, nic, filters):
         self.nic = nic
         self.filters = list(filters)
+        self._plain = {}
 
     def names(self):
         return [f.name for f in self.filters]
@@ -130,6 +131,16 @@ class Policy(object):
     def allows(self, direction):
         return [(f.name, a) for f in self.filters if f.direction == direction
                 for a in f.allows]
+
+    def plain(self, kind, direction):
+        """[(filter name, plain match)] of guards(direction) or
+        allows(direction) (kind: "guards" or "allows"), each expanded;
+        kept, as each family renders the same ones."""
+        key = (kind, direction)
+        if key not in self._plain:
+            self._plain[key] = [(name, one) for name, rule in getattr(self, kind)(direction)
+                                for one in expand(rule)]
+        return self._plain[key]
 
     def __eq__(self, other):
         return isinstance(other, Policy) and self.filters == other.filters

@@ -243,14 +243,17 @@ def _family_match(family, rule):
     key = (family, rule)
     tokens = _MATCHES.get(key)
     if tokens is None:
-        if family == "ebtables":
-            tokens = _ebtables_match(rule)
-        else:
-            tokens = _xtables_match(family, rule)
+        tokens = _rendered_match(family, rule)
         if len(_MATCHES) >= _MATCHES_LIMIT:
             _MATCHES.clear()
         _MATCHES[key] = tokens
     return tokens
+
+
+def _rendered_match(family, rule):
+    if family == "ebtables":
+        return _ebtables_match(rule)
+    return _xtables_match(family, rule)
 
 
 def _guard_rules(family, rule):
@@ -272,19 +275,19 @@ def policy_rules(family, direction, guest):
     guards the family can write, then every allow, then DROP."""
     accept = (family == "ebtables" and "ACCEPT") or "RETURN"
     rules = []
-    for name, guard in guest.guards(direction):
-        for plain in policy.expand(guard):
-            try:
-                rules.extend(_guard_rules(family, plain))
-            except Unwritable:
-                continue  # left to a family that can (see above)
-    for name, allow in guest.allows(direction):
-        for plain in policy.expand(allow):
-            try:
-                rules.append(_family_match(family, plain) + ("-j", accept))
-            except Unwritable:
-                if family == "ebtables" or dict(plain).get("eth_type") == L3_FAMILY[family]:
-                    raise ValueError("%s cannot check %s's %r" % (family, name, plain))
+    for name, plain in guest.plain("guards", direction):
+        try:
+            rules.extend(_guard_rules(family, plain))
+        except Unwritable:
+            continue  # left to a family that can (see above)
+    for name, plain in guest.plain("allows", direction):
+        try:
+            # Not kept in _MATCHES: an allow names the guest's own
+            # addresses, so no other guest's chain has it.
+            rules.append(_rendered_match(family, plain) + ("-j", accept))
+        except Unwritable:
+            if family == "ebtables" or dict(plain).get("eth_type") == L3_FAMILY[family]:
+                raise ValueError("%s cannot check %s's %r" % (family, name, plain))
     rules.append(("-j", "DROP"))
     return rules
 
