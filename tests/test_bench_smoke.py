@@ -131,3 +131,20 @@ def test_storm_quick_is_one_by_one_with_fewer_restores(tmp_path):
     assert text.count("<!-- storm:begin -->") == 1 and "<!-- storm:end -->" in text
     leftover = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "vrs%x" % (process.pid % 0xfff) not in leftover
+
+
+def test_ab_event_compares_two_trees(tmp_path):
+    """tests/bench/ab_event.py (issue 11's A/B of one event) runs end to end:
+    here both trees are this one, so it must print every figure."""
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    result = subprocess.run(
+        [sys.executable, os.path.join(TOP, "tests", "bench", "ab_event.py"), "--tree-a", TOP,
+         "--resident", "5", "--reps", "1", "--reprotect", "5", "--reprotect-reps", "1"],
+        capture_output=True, text=True, timeout=TIME_BOUND)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == ["online", "offline", "re-protect"]
+    for line in lines[1:3]:
+        assert "B/A" in line and "B/baseline" in line
