@@ -16,6 +16,7 @@ import os
 from vifrules import ruleset
 from vifrules.compat import current_exception
 from vifrules.errors import CommandFailed, HostNotReady, StateError, VifRulesError
+from vifrules.log import left_to_finish
 from vifrules.render import Batch, SavedTable, parse_save, restore_text
 from vifrules.runner import Lock, failure, locked, run, run_all
 from vifrules.state import GROUP, HOST, StateDir
@@ -159,10 +160,8 @@ class Engine(object):
             self.state.remove(vif.name)
             self._remove_from_kernel(vif)
         except VifRulesError:
-            error = current_exception()
-            self.log_error(error)
-            self.log("fail-closed teardown of %s did not finish (%s); the next "
-                     "operation or sync completes it" % (vif, error.code))
+            left_to_finish(self.log, self.log_error, "fail-closed teardown of %s" % vif,
+                           current_exception())
             return
         self.state.clear_pending([vif.name])
 

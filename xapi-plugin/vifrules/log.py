@@ -60,3 +60,10 @@ def error_logger(ident):
         if syslog is not None:
             _send(ident, syslog.LOG_ERR, error_lines(error))
     return log
+
+
+def left_to_finish(log, log_error, what, error):
+    """A cleanup that failed (error) and is left to the next operation, whose
+    mark makes it finish the job: the error at LOG_ERR, and what was left."""
+    log_error(error)
+    log("%s did not finish (%s); the next operation or sync completes it" % (what, error.code))

@@ -20,6 +20,7 @@ from vifrules import handover, openflow, policy
 from vifrules.engine import CONTEXT_LINES, sync_plan
 from vifrules.compat import current_exception
 from vifrules.errors import InvalidArgument, StateError, VifRulesError
+from vifrules.log import left_to_finish
 from vifrules.ruleset import sorted_vifs
 from vifrules.runner import Lock, failure, locked, run
 from vifrules.state import HOST, StateDir
@@ -272,10 +273,8 @@ class OvsEngine(object):
             self.state.remove(vif.name)
             self._repair(self._switch(), names)
         except VifRulesError:
-            error = current_exception()
-            self.log_error(error)
-            self.log("fail-closed teardown of %s did not finish (%s); the next "
-                     "operation or sync completes it" % (vif, error.code))
+            left_to_finish(self.log, self.log_error, "fail-closed teardown of %s" % vif,
+                           current_exception())
             return
         self.state.clear_pending(names)
 
