@@ -62,15 +62,18 @@ def chosen(cfg, root="/"):
 def engine_for(cfg, log=None, log_error=None):
     """engine.Engine on a bridge host, ovs.OvsEngine on an Open vSwitch host
     (imported only then: the vif hook must start fast)."""
-    if chosen(cfg)[0] == OPENVSWITCH:
-        from vifrules.ovs import OvsEngine
-        return OvsEngine(cfg, log, log_error)
-    return _bridge_engine(cfg, log, log_error)
+    return _maker(chosen(cfg)[0], cfg, log, log_error)()
 
 
-def _bridge_engine(cfg, log, log_error):
-    from vifrules.engine import Engine
-    return Engine(cfg, log, log_error)
+def _maker(backend, cfg, log, log_error):
+    """A function that imports and builds the backend's engine."""
+    def make():
+        if backend == OPENVSWITCH:
+            from vifrules.ovs import OvsEngine
+            return OvsEngine(cfg, log, log_error)
+        from vifrules.engine import Engine
+        return Engine(cfg, log, log_error)
+    return make
 
 
 def vif_event(cfg, vif, nic=None, log=None, log_error=None):
@@ -83,8 +86,4 @@ def vif_event(cfg, vif, nic=None, log=None, log_error=None):
         change = handover.Change(handover.TEARDOWN, vif)
     else:
         change = handover.Change(handover.APPLY, vif, nic)
-    if chosen(cfg)[0] == OPENVSWITCH:
-        make_engine = lambda: engine_for(cfg, log, log_error)
-    else:
-        make_engine = lambda: _bridge_engine(cfg, log, log_error)
-    return handover.submit(cfg, change, make_engine)
+    return handover.submit(cfg, change, _maker(chosen(cfg)[0], cfg, log, log_error))
