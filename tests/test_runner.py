@@ -39,7 +39,8 @@ results = run_all([(["sh", "-c", wait, "a", "b"], None), (["sh", "-c", wait, "b"
 print("parallel %s" % ([r[0] for r in results] == [0, 0]))
 import time
 from vifrules.errors import CommandTimeout
-from vifrules.runner import Lock, TIMED_OUT
+from vifrules.lock import Lock
+from vifrules.runner import TIMED_OUT
 started = time.time()
 try:
     run(["sleep", "5"], timeout=0.5)

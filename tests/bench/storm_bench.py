@@ -423,6 +423,8 @@ def bench_storms(prefix, workdir, backend, tree, cfg, pythons, parts, result, ch
                             backend, key, version, rep, side, wall, cpu))
                         checkpoint()
             for version, e in entry["pythons"].items():
+                if not (e["ours"] and e["baseline"]):
+                    continue  # one side only (--sides): no ratio
                 e["ours_stats"] = stats(e["ours"])
                 e["baseline_stats"] = stats(e["baseline"])
                 e["ratio"] = e["ours_stats"]["median"] / e["baseline_stats"]["median"]

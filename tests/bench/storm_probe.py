@@ -22,7 +22,7 @@ import time
 _started = time.time()
 sys.path.insert(0, os.environ["VR_STORM_TREE"])
 
-from vifrules import cli, engine, handover, runner  # noqa: E402
+from vifrules import cli, engine, handover, lock  # noqa: E402
 
 RECORD = {"pid": os.getpid(), "python_start": _started, "lock_tries": 0,
           "lock_busy": 0, "sleeps": 0, "sleep_seconds": 0.0, "commits": [],
@@ -60,8 +60,10 @@ class _Clock(object):
 
 
 handover.time = _Clock()
-_real_acquire = runner.Lock.acquire
-_real_release = runner.Lock.release
+_real_acquire = lock.Lock.acquire
+_real_try_acquire = lock.Lock.try_acquire
+_real_wait = lock.Lock.wait
+_real_release = lock.Lock.release
 _real_commit_queued = handover._commit_queued
 _real_take_all = handover._Queue.take_all
 
@@ -83,6 +85,29 @@ def _acquire(self):
         RECORD["lock_busy"] += 1
         raise
     _current.append({"acquired": _real_time(), "cpu": _cpu()})
+
+
+def _try_acquire(self):
+    # The first look at the lock: free, this caller commits at once.
+    RECORD["lock_tries"] += 1
+    if _real_try_acquire(self):
+        _current.append({"acquired": _real_time(), "cpu": _cpu()})
+        return True
+    RECORD["lock_busy"] += 1
+    return False
+
+
+def _wait(self, deadline, done=None):
+    # Blocked in flock until the lock is ours or the result is there.
+    start = _real_time()
+    RECORD["sleeps"] += 1
+    try:
+        holding = _real_wait(self, deadline, done)
+    finally:
+        RECORD["sleep_seconds"] += _real_time() - start
+    if holding:
+        _current.append({"acquired": _real_time(), "cpu": _cpu()})
+    return holding
 
 
 def _release(self):
@@ -114,8 +139,10 @@ def _one_change(self, change):
     return _real_one_change(self, change)
 
 
-runner.Lock.acquire = _acquire
-runner.Lock.release = _release
+lock.Lock.acquire = _acquire
+lock.Lock.try_acquire = _try_acquire
+lock.Lock.wait = _wait
+lock.Lock.release = _release
 handover._commit_queued = _commit_queued
 handover._Queue.take_all = _take_all
 _real_one_change = engine.Engine._one_change

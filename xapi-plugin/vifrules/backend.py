@@ -7,7 +7,7 @@ kernel module is loaded. Anything else is a plain Linux bridge host. The
 configuration key BACKEND (auto, bridge, openvswitch) overrides the detection.
 """
 
-import os
+from vifrules import fs
 
 from vifrules.errors import ConfigError
 
@@ -37,7 +37,7 @@ def detect(cfg, root="/"):
             return _NAMES[text], "%s says %s" % (path, text)
         return None, "unrecognised backend %r in %s" % (text, path)
     inventory = cfg.get("XENSOURCE_INVENTORY")
-    if os.path.exists(_under(root, inventory)) and os.path.isdir(_under(root, OVS_MODULE)):
+    if fs.exists(_under(root, inventory)) and fs.isdir(_under(root, OVS_MODULE)):
         return OPENVSWITCH, "no %s; %s is loaded" % (path, OVS_MODULE)
     return BRIDGE, "no %s, and no %s with %s" % (path, inventory, OVS_MODULE)
 
@@ -45,7 +45,7 @@ def detect(cfg, root="/"):
 def _under(root, path):
     if not root or root == "/":
         return path
-    return os.path.join(root, path.lstrip("/"))
+    return fs.join(root, path.lstrip("/"))
 
 
 def chosen(cfg, root="/"):

@@ -3,10 +3,9 @@
 Errors become one line on stderr and the exit status of their kind.
 """
 
-import os
 import sys
 
-from vifrules import config as config_module
+from vifrules import config as config_module, fs
 from vifrules.addresses import VifName, parse_interface_list, parse_nic
 from vifrules import jsontext
 from vifrules.compat import current_exception
@@ -77,7 +76,7 @@ def run_guarded(function, argv, stderr, ident="vif_rules"):
 
 def _xapi_lookup(cfg, vif):
     from vifrules import xapi
-    if not os.path.exists(cfg.get("XAPI_SOCKET")):
+    if not fs.exists(cfg.get("XAPI_SOCKET")):
         raise NoNetworkData(vif.name, "no --network given and XAPI is not running (%s)"
                             % cfg.get("XAPI_SOCKET"))
     session = xapi.local_session(cfg)
@@ -127,7 +126,7 @@ def host_rules_main(argv, stdout=None, stderr=None):
         from vifrules import readiness  # only here: the vif hook must start fast
         cfg = config_module.load()
         engine = engine_for(cfg, syslog_logger("host-rules"), error_logger("host-rules"))
-        if action == "sync" and os.path.exists(cfg.get("XAPI_SOCKET")):
+        if action == "sync" and fs.exists(cfg.get("XAPI_SOCKET")):
             # What the plugin's sync does, through the local socket: default
             # DROP and every running VIF XAPI has data for, in one batch per family.
             from vifrules import xapi

@@ -5,8 +5,8 @@ quoted. The path is /etc/sysconfig/vif-rules unless VIF_RULES_CONF says else.
 """
 
 import errno
-import os
 
+from vifrules import fs
 from vifrules.addresses import parse_interface_list
 from vifrules.compat import current_exception, to_text
 from vifrules.errors import ConfigError, InvalidArgument
@@ -159,7 +159,7 @@ def _seconds(values, key, path):
 
 def config_path(environ=None):
     if environ is None:
-        environ = os.environ
+        return fs.getenv(ENV_VAR) or DEFAULT_PATH
     return environ.get(ENV_VAR) or DEFAULT_PATH
 
 

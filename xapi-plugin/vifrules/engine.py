@@ -18,7 +18,8 @@ from vifrules.compat import current_exception
 from vifrules.errors import CommandFailed, HostNotReady, StateError, VifRulesError
 from vifrules.log import left_to_finish
 from vifrules.render import Batch, SavedTable, parse_save, restore_text
-from vifrules.runner import Lock, failure, locked, run, run_all
+from vifrules.lock import Lock, locked
+from vifrules.runner import failure, run, run_all
 from vifrules.state import GROUP, HOST, StateDir
 
 CONTEXT_LINES = 5  # restore input lines logged on each side of a failing one

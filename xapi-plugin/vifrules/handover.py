@@ -11,14 +11,13 @@ get the result. No daemon: every caller is a short-lived hook or plugin run.
 """
 
 import errno
-import os
 import time
 
-from vifrules import jsontext
+from vifrules import fs, jsontext
 from vifrules.addresses import VifName, nic_from_state, parse_interface
 from vifrules.compat import current_exception
 from vifrules.errors import KINDS, LockTimeout, StateError, VifRulesError
-from vifrules.runner import Lock, locked
+from vifrules.lock import Lock, locked
 
 QUEUE = "queue"
 RESULTS = "results"
@@ -212,21 +211,21 @@ def outcome_of(function, *args):
 
 class _Queue(object):
     def __init__(self, state_dir):
-        self.queue = os.path.join(state_dir, QUEUE)
-        self.results = os.path.join(state_dir, RESULTS)
+        self.queue = fs.join(state_dir, QUEUE)
+        self.results = fs.join(state_dir, RESULTS)
         self.sequence = 0
 
     def put(self, change):
         # Names sort by arrival: time, then pid, then a counter.
         self.sequence += 1
-        name = "%017.6f-%07d-%d" % (time.time(), os.getpid(), self.sequence)
+        name = "%017.6f-%07d-%d" % (time.time(), fs.getpid(), self.sequence)
         _write(self.queue, name, jsontext.dumps(change.to_dict()))
         return name
 
     def take_all(self):
         """(tickets, changes) in arrival order; unreadable entries dropped."""
         try:
-            entries = os.listdir(self.queue)
+            entries = fs.listdir(self.queue)
         except OSError:
             return [], []
         names = []
@@ -234,11 +233,11 @@ class _Queue(object):
             if not name.endswith(".tmp"):
                 names.append(name)
             elif not _writer_alive(name):  # killed while it wrote: never queued
-                _unlink(os.path.join(self.queue, name))
+                _unlink(fs.join(self.queue, name))
         names.sort()
         tickets, changes = [], []
         for name in names:
-            path = os.path.join(self.queue, name)
+            path = fs.join(self.queue, name)
             try:
                 handle = open(path)
                 try:
@@ -254,12 +253,12 @@ class _Queue(object):
 
     def remove(self, tickets):
         for name in tickets:
-            _unlink(os.path.join(self.queue, name))
+            _unlink(fs.join(self.queue, name))
 
     def withdraw(self, ticket):
         """True if ticket was still queued (now it is not)."""
         try:
-            os.unlink(os.path.join(self.queue, ticket))
+            fs.unlink(fs.join(self.queue, ticket))
             return True
         except OSError:
             return False
@@ -267,15 +266,15 @@ class _Queue(object):
     def prune_results(self, seconds):
         """Results nobody came for (their callers gave up or died)."""
         try:
-            names = os.listdir(self.results)
+            names = fs.listdir(self.results)
         except OSError:
             return
         oldest = time.time() - seconds
         for name in names:
-            path = os.path.join(self.results, name)
+            path = fs.join(self.results, name)
             try:
-                if os.stat(path).st_mtime < oldest:
-                    os.unlink(path)
+                if fs.mtime(path) < oldest:
+                    fs.unlink(path)
             except OSError:
                 pass
 
@@ -283,10 +282,10 @@ class _Queue(object):
         _write(self.results, ticket, jsontext.dumps(outcome))
 
     def has_result(self, ticket):
-        return os.path.exists(os.path.join(self.results, ticket))
+        return fs.exists(fs.join(self.results, ticket))
 
     def take_result(self, ticket):
-        path = os.path.join(self.results, ticket)
+        path = fs.join(self.results, ticket)
         try:
             handle = open(path)
         except IOError:
@@ -309,29 +308,29 @@ def _writer_alive(name):
     except (IndexError, ValueError):
         return False
     try:
-        os.kill(pid, 0)
+        fs.kill(pid, 0)
     except OSError:
         return getattr(current_exception(), "errno", None) == errno.EPERM
     return True
 
 
 def _write(directory, name, text):
-    path = os.path.join(directory, name)
+    path = fs.join(directory, name)
     try:
-        if not os.path.isdir(directory):
-            os.makedirs(directory)
+        if not fs.isdir(directory):
+            fs.makedirs(directory)
         handle = open(path + ".tmp", "w")
         try:
             handle.write(text)
         finally:
             handle.close()
-        os.rename(path + ".tmp", path)
+        fs.rename(path + ".tmp", path)
     except (IOError, OSError):
         raise StateError(path, "cannot write: %s" % current_exception())
 
 
 def _unlink(path):
     try:
-        os.unlink(path)
+        fs.unlink(path)
     except OSError:
         pass

@@ -22,7 +22,8 @@ from vifrules.compat import current_exception
 from vifrules.errors import InvalidArgument, StateError, VifRulesError
 from vifrules.log import left_to_finish
 from vifrules.ruleset import sorted_vifs
-from vifrules.runner import Lock, failure, locked, run
+from vifrules.lock import Lock, locked
+from vifrules.runner import failure, run
 from vifrules.state import HOST, StateDir
 
 OVS_VSCTL, OVS_OFCTL = "ovs-vsctl", "ovs-ofctl"

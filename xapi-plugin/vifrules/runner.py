@@ -1,4 +1,4 @@
-"""The one layer that runs commands: argv lists, never a shell; and the lock.
+"""The one layer that runs commands: argv lists, never a shell.
 
 Commands start with fork and exec rather than the subprocess module, whose
 import alone costs a vif event more than a batch tool run; several can run
@@ -22,7 +22,8 @@ except ImportError:
     import signal
 
 from vifrules.compat import PY3, current_exception, to_bytes, to_text
-from vifrules.errors import CommandFailed, CommandTimeout, LockTimeout
+from vifrules.errors import CommandFailed, CommandTimeout
+from vifrules.lock import inherited, set_cloexec
 
 # udev and init scripts may start us with a bare PATH; the tools live in sbin.
 SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -31,16 +32,11 @@ MAX_FD = 1024
 EXEC_FAILED = 127
 _CHUNK = 65536
 DEFAULT_TIMEOUT = 30.0
-WAIT_TICK = 0.005  # how often a caller blocked on the lock looks for its result
 # A child outlives its caller's own deadline by this much before its alarm
 # ends it: normally the caller kills it first and says why.
 ALARM_GRACE = 5
 
 TIMED_OUT = "timeout"  # the status of a command killed at its deadline
-
-# Descriptors every child keeps open across exec: the lock while it is held.
-_inherited = []
-
 
 def _environment():
     env = dict(os.environ)
@@ -48,11 +44,6 @@ def _environment():
     env["PATH"] = path and (path + ":" + SEARCH_PATH) or SEARCH_PATH
     env["LC_ALL"] = "C"
     return env
-
-
-def _set_cloexec(fd):
-    flags = fcntl.fcntl(fd, fcntl.F_GETFD)
-    fcntl.fcntl(fd, fcntl.F_SETFD, flags | fcntl.FD_CLOEXEC)
 
 
 def _close_except(keep):
@@ -111,7 +102,7 @@ class Process(object):
         report_r, report_w = os.pipe()  # closed by a successful exec
         # The pipes close on exec; _into opens 0, 1 and 2 in the child.
         for fd in (in_r, in_w, out_r, out_w, err_r, err_w, report_r, report_w):
-            _set_cloexec(fd)
+            set_cloexec(fd)
         env = _environment()
         path = _find(argv[0], env)
         pid = os.fork()
@@ -121,8 +112,8 @@ class Process(object):
                 _into(out_w, 1)
                 _into(err_w, 2)
                 if not PY3:  # files Python 2 opened are inherited by default
-                    _close_except([report_w] + _inherited)
-                for fd in _inherited:
+                    _close_except([report_w] + inherited)
+                for fd in inherited:
                     _into(fd, fd)
                 signal.signal(signal.SIGALRM, signal.SIG_DFL)
                 signal.alarm(int(timeout) + ALARM_GRACE)  # kept across exec
@@ -300,135 +291,3 @@ def failure(argv, result, timeout):
 def run(argv, stdin_text=None, check=True, timeout=DEFAULT_TIMEOUT):
     """Run argv; return (status, stdout, stderr) as text."""
     return run_all([(argv, stdin_text)], check, timeout)[0]
-
-
-class Lock(object):
-    """An exclusive flock on one file, taken around every change of rules."""
-
-    def __init__(self, path, timeout):
-        self.path = path
-        self.timeout = timeout
-        self.handle = None
-
-    def _open(self):
-        directory = os.path.dirname(self.path)
-        if directory and not os.path.isdir(directory):
-            os.makedirs(directory)
-        self.handle = open(self.path, "a")
-        _set_cloexec(self.handle.fileno())
-
-    def try_acquire(self):
-        """Take the lock if it is free now; False (and nothing held) if not."""
-        self._open()
-        try:
-            fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except IOError:
-            self.handle.close()
-            self.handle = None
-            return False
-        _inherited.append(self.handle.fileno())
-        return True
-
-    def acquire(self):
-        deadline = time.time() + self.timeout
-        while not self.try_acquire():
-            if time.time() >= deadline:
-                raise LockTimeout(self.path, str(self.timeout))
-            time.sleep(0.02)
-
-    def wait(self, deadline, done=None):
-        """Block until the lock is ours (True), or until done() says the
-        caller needs it no more (False), or until time.time() reaches
-        deadline (LockTimeout). No polling of the lock: the kernel hands it
-        over the moment it is free, and waiters cost no CPU while a holder
-        commits. An interval timer interrupts flock every WAIT_TICK seconds
-        to ask done() (where there is none, Python 2.4, only the deadline
-        interrupts it); a tick that raises ends the call, one that returns
-        lets flock block again."""
-        self._open()
-        ticks = _Ticks(deadline, done)
-        previous = signal.signal(signal.SIGALRM, ticks.tick)
-        try:
-            try:
-                ticks.tick(None, None)  # past the deadline or done already
-                if done is not None and hasattr(signal, "setitimer"):
-                    signal.setitimer(signal.ITIMER_REAL, WAIT_TICK, WAIT_TICK)
-                else:
-                    _set_alarm(deadline - time.time())
-                while 1:
-                    try:
-                        fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX)
-                        break
-                    except IOError:  # Python 2: a tick that returned interrupts flock
-                        if getattr(current_exception(), "errno", None) != errno.EINTR:
-                            raise
-                ticks.active = False
-            except _Alarm:
-                self.handle.close()
-                self.handle = None
-                raise LockTimeout(self.path, str(self.timeout))
-            except _Done:
-                self.handle.close()
-                self.handle = None
-                return False
-        finally:
-            ticks.active = False
-            _set_alarm(0)
-            signal.signal(signal.SIGALRM, previous)
-        _inherited.append(self.handle.fileno())
-        return True
-
-    def release(self):
-        # Closing, not LOCK_UN: a child still holding the descriptor keeps
-        # the lock until it ends (LOCK_UN would free it for everyone).
-        if self.handle is not None:
-            fd = self.handle.fileno()
-            if fd in _inherited:
-                _inherited.remove(fd)
-            self.handle.close()
-            self.handle = None
-
-
-class _Alarm(Exception):
-    pass
-
-
-class _Done(Exception):
-    pass
-
-
-class _Ticks(object):
-    """SIGALRM while Lock.wait blocks: past the deadline or done, raise."""
-
-    def __init__(self, deadline, done):
-        self.deadline = deadline
-        self.done = done
-        self.active = True
-
-    def tick(self, number, frame):
-        # Raises once at most: a tick that comes after the lock was taken,
-        # or after one that raised, does nothing.
-        if not self.active:
-            return
-        if time.time() >= self.deadline:
-            self.active = False
-            raise _Alarm()
-        if self.done is not None and self.done():
-            self.active = False
-            raise _Done()
-
-
-def _set_alarm(seconds):
-    if hasattr(signal, "setitimer"):  # Python 2.6+
-        signal.setitimer(signal.ITIMER_REAL, max(seconds, 0))
-    else:
-        signal.alarm(int(seconds + 0.999))
-
-
-def locked(lock, function, *args):
-    """Call function(*args) holding lock (no 'with' before Python 2.5)."""
-    lock.acquire()
-    try:
-        return function(*args)
-    finally:
-        lock.release()

@@ -1,0 +1,110 @@
+"""What a hook that hands its change over loads: no os, no command runner,
+no engine (in a boot storm most hooks are such waiters, and each module is
+CPU every one of them pays), and no garbage collector runs in it."""
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOOK = os.path.join(TOP, "xapi-plugin", "vif_rules.py")
+PYTHONS = {
+    "2.7": "/root/.pyenv/versions/2.7.18/bin/python",
+    "3.6": "/root/.pyenv/versions/3.6.15/bin/python",
+    "this": sys.executable,
+}
+# Loaded only by the caller that commits (or by other entry points).
+NOT_ON_THE_WAITING_PATH = ["os", "subprocess", "re", "select", "enum", "vifrules.runner",
+                           "vifrules.engine", "vifrules.ruleset", "vifrules.policy",
+                           "vifrules.state", "vifrules.ovs", "vifrules.xapi"]
+
+# The hook file as it runs, but hook_main's modules reported at the end.
+DRIVER = """
+import sys
+path = sys.argv[1]
+namespace = {"__file__": path, "__name__": "vif_rules_under_test"}
+exec(compile(open(path).read(), path, "exec"), namespace)
+import gc
+status = namespace["hook_main"](sys.argv[2:])
+sys.stdout.write("\\nMODULES " + " ".join(sorted(sys.modules)) + "\\n")
+sys.stdout.write("GC %s\\n" % gc.isenabled())
+sys.exit(status)
+"""
+
+NETWORK = json.dumps({"label": "public", "mac": "02:00:00:00:00:05",
+                      "ips": [{"ip": "192.0.2.5", "netmask": "255.255.255.0", "enabled": "1"}],
+                      "ip6s": []})
+
+
+@pytest.mark.parametrize("version", sorted(PYTHONS))
+def test_a_waiting_hook_loads_no_os_and_no_engine(tmp_path, version):
+    python = PYTHONS[version]
+    if not os.path.exists(python):
+        pytest.skip("no Python %s at %s" % (version, python))
+    state = tmp_path / "state"
+    conf = tmp_path / "conf"
+    # Tools that do not exist: even if the lock were free, no firewall is touched.
+    conf.write_text("".join('%s="/nonexistent/%s"\n' % (key, key.lower()) for key in
+                            ("IPTABLES", "IP6TABLES", "EBTABLES", "ARPTABLES")) +
+                    'STATE_DIR="%s"\nLOCK_FILE="%s"\nLOCK_TIMEOUT="20"\nBACKEND="bridge"\n'
+                    % (state, tmp_path / "lock"))
+    env = dict(os.environ, VIF_RULES_CONF=str(conf))
+    env.pop("PYTHONPATH", None)
+    with open(tmp_path / "lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a commit runs: the hook must hand over
+        hook = subprocess.Popen([python, "-S", "-c", DRIVER, HOOK, "online", "vif5.0",
+                                 "--network", NETWORK], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            queue = state / "queue"
+            deadline = time.time() + 15
+            while not (queue.is_dir() and [n for n in os.listdir(queue)
+                                           if not n.endswith(".tmp")]):
+                assert hook.poll() is None, hook.communicate()
+                assert time.time() < deadline, "the hook queued nothing"
+                time.sleep(0.01)
+            ticket = [n for n in os.listdir(queue) if not n.endswith(".tmp")][0]
+            change = json.loads((queue / ticket).read_text())
+            assert change["kind"] == "apply" and change["vif"] == "vif5.0"
+            # What a holder does for it: the result, then the entry gone.
+            (state / "results").mkdir(exist_ok=True)
+            (state / "results" / ticket).write_text(
+                json.dumps({"result": {"vif": "vif5.0", "replaced": False}}))
+            (queue / ticket).unlink()
+            out, err = hook.communicate(timeout=15)
+        finally:
+            if hook.poll() is None:
+                hook.kill()
+                hook.wait()
+    assert hook.returncode == 0, err
+    assert json.loads(out.split("\nMODULES ")[0]) == {"vif": "vif5.0", "replaced": False}
+    modules = out.split("\nMODULES ")[1].split("\n")[0].split()
+    assert "vifrules.handover" in modules and "vifrules.lock" in modules  # it did wait
+    loaded = [name for name in NOT_ON_THE_WAITING_PATH if name in modules]
+    assert loaded == [], "a waiting hook loaded %s" % loaded
+    assert "GC False" in out
+
+
+def test_fs_paths_as_os_path_has_them(tmp_path, monkeypatch):
+    sys.path.insert(0, os.path.join(TOP, "xapi-plugin"))
+    from vifrules import fs
+    for parts in [("a",), ("a", "b"), ("/a/", "b"), ("a", "/b", "c"), ("", "b"), ("a/", ""),
+                  ("/", "x"), ("/var/run/vif-rules", "queue", "123-4-1")]:
+        assert fs.join(*parts) == os.path.join(*parts), parts
+    for path in ["a", "/a", "/a/b", "a/b/", "/", "//a", "a//b", "", "/var/lock/vif-rules.lock"]:
+        assert fs.dirname(path) == os.path.dirname(path), path
+    deep = tmp_path / "x" / "y" / "z"
+    fs.makedirs(str(deep))
+    fs.makedirs(str(deep))  # there already: content
+    assert fs.isdir(str(deep)) and not fs.isdir(str(tmp_path / "nothing"))
+    (deep / "f").write_text("")
+    assert fs.exists(str(deep / "f")) and not fs.isdir(str(deep / "f"))
+    assert not fs.exists("bad\0path")
+    monkeypatch.setenv("VIF_RULES_FS_TEST", "/etc/caf\u00e9")
+    assert fs.getenv("VIF_RULES_FS_TEST") == "/etc/caf\u00e9"
+    assert fs.getenv("VIF_RULES_FS_TEST_UNSET") is None
