@@ -17,7 +17,7 @@ from vifrules import fs, jsontext
 from vifrules.addresses import VifName, nic_from_state, parse_interface
 from vifrules.compat import current_exception
 from vifrules.errors import KINDS, LockTimeout, StateError, VifRulesError
-from vifrules.lock import Lock, locked
+from vifrules.lock import WAKE_SIGNAL, Lock, locked
 
 QUEUE = "queue"
 RESULTS = "results"
@@ -146,6 +146,7 @@ def _commit_queued(engine, queue, ticket, change=None):
             mine = outcome
         else:
             queue.put_result(name, outcome)
+            _wake(name)
     queue.remove([name for name in tickets if name is not None])
     return mine
 
@@ -301,17 +302,34 @@ class _Queue(object):
             return {"error": StateError.code, "params": [path, "unreadable result"]}
 
 
-def _writer_alive(name):
-    """Whether the process whose ticket name is (time-pid-counter) lives."""
+def _pid(name):
+    """The pid in a ticket's name (time-pid-counter), or None."""
     try:
-        pid = int(name.split("-")[1])
+        return int(name.split("-")[1])
     except (IndexError, ValueError):
+        return None
+
+
+def _writer_alive(name):
+    """Whether the process whose ticket name is lives."""
+    pid = _pid(name)
+    if pid is None:
         return False
     try:
         fs.kill(pid, 0)
     except OSError:
         return getattr(current_exception(), "errno", None) == errno.EPERM
     return True
+
+
+def _wake(ticket):
+    """Tell the caller of ticket, blocked in Lock.wait, that its result is there."""
+    pid = _pid(ticket)
+    if pid is not None and pid > 1 and pid != fs.getpid():
+        try:
+            fs.kill(pid, WAKE_SIGNAL)
+        except OSError:  # gone: it needs no result any more
+            pass
 
 
 def _write(directory, name, text):

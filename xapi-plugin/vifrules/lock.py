@@ -19,7 +19,14 @@ from vifrules import fs
 from vifrules.compat import current_exception
 from vifrules.errors import LockTimeout
 
-WAIT_TICK = 0.005  # how often a caller blocked on the lock looks for its result
+# The holder wakes a caller whose result it has written with this signal
+# (the pid is in the caller's ticket): a waiter costs no CPU until then.
+# Its default action is to ignore it, so a signal that comes late, or to a
+# pid that is no longer the waiter's, harms nobody.
+WAKE_SIGNAL = signal.SIGURG
+# Besides, a waiter looks for its result this often (a holder killed
+# between writing a result and waking its caller).
+WAIT_TICK = 0.05
 
 # Descriptors every child keeps open across exec: the lock while it is held.
 inherited = []
@@ -69,13 +76,14 @@ class Lock(object):
         caller needs it no more (False), or until time.time() reaches
         deadline (LockTimeout). No polling of the lock: the kernel hands it
         over the moment it is free, and waiters cost no CPU while a holder
-        commits. An interval timer interrupts flock every WAIT_TICK seconds
-        to ask done() (where there is none, Python 2.4, only the deadline
-        interrupts it); a tick that raises ends the call, one that returns
-        lets flock block again."""
+        commits. WAKE_SIGNAL interrupts flock to ask done(), and so does an
+        interval timer every WAIT_TICK seconds (where there is none, Python
+        2.4, only the deadline interrupts it); an interruption that raises
+        ends the call, one that returns lets flock block again."""
         self._open()
         ticks = _Ticks(deadline, done)
         previous = signal.signal(signal.SIGALRM, ticks.tick)
+        previous_wake = signal.signal(WAKE_SIGNAL, ticks.tick)
         try:
             try:
                 ticks.tick(None, None)  # past the deadline or done already
@@ -102,6 +110,7 @@ class Lock(object):
         finally:
             ticks.active = False
             _set_alarm(0)
+            signal.signal(WAKE_SIGNAL, previous_wake)
             signal.signal(signal.SIGALRM, previous)
         inherited.append(self.handle.fileno())
         return True
@@ -126,7 +135,8 @@ class _Done(Exception):
 
 
 class _Ticks(object):
-    """SIGALRM while Lock.wait blocks: past the deadline or done, raise."""
+    """SIGALRM or WAKE_SIGNAL while Lock.wait blocks: past the deadline or
+    done, raise."""
 
     def __init__(self, deadline, done):
         self.deadline = deadline
