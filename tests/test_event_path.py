@@ -30,6 +30,11 @@ path = sys.argv[1]
 namespace = {"__file__": path, "__name__": "vif_rules_under_test"}
 exec(compile(open(path).read(), path, "exec"), namespace)
 import gc
+if len(sys.argv) > 2 and sys.argv[2] == "--no-ticks":
+    # Only the holder's wake-up may end the wait (and the deadline).
+    del sys.argv[2]
+    import vifrules.lock
+    vifrules.lock.WAIT_TICK = 3600
 status = namespace["hook_main"](sys.argv[2:])
 sys.stdout.write("\\nMODULES " + " ".join(sorted(sys.modules)) + "\\n")
 sys.stdout.write("GC %s\\n" % gc.isenabled())
@@ -108,3 +113,61 @@ def test_fs_paths_as_os_path_has_them(tmp_path, monkeypatch):
     monkeypatch.setenv("VIF_RULES_FS_TEST", "/etc/caf\u00e9")
     assert fs.getenv("VIF_RULES_FS_TEST") == "/etc/caf\u00e9"
     assert fs.getenv("VIF_RULES_FS_TEST_UNSET") is None
+
+
+class _Engine(object):
+    """What handover asks of an engine: the group's outcomes."""
+
+    def __init__(self, lock_timeout):
+        self.config = type("Config", (), {"lock_timeout": lock_timeout})()
+        self.groups = []
+
+    def commit_changes(self, changes):
+        self.groups.append([c.vif.name for c in changes])
+        return [{"result": {"vif": c.vif.name, "replaced": False}} for c in changes]
+
+
+def test_the_holder_wakes_each_waiter_it_committed_for(tmp_path):
+    """Waiters that never look on their own (no ticks) end when the holder
+    has committed their changes, long before their deadline."""
+    sys.path.insert(0, os.path.join(TOP, "xapi-plugin"))
+    from vifrules import handover
+    state = tmp_path / "state"
+    conf = tmp_path / "conf"
+    conf.write_text("".join('%s="/nonexistent/%s"\n' % (key, key.lower()) for key in
+                            ("IPTABLES", "IP6TABLES", "EBTABLES", "ARPTABLES")) +
+                    'STATE_DIR="%s"\nLOCK_FILE="%s"\nLOCK_TIMEOUT="60"\nBACKEND="bridge"\n'
+                    % (state, tmp_path / "lock"))
+    env = dict(os.environ, VIF_RULES_CONF=str(conf))
+    env.pop("PYTHONPATH", None)
+    pythons = [p for p in PYTHONS.values() if os.path.exists(p)]
+    with open(tmp_path / "lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        hooks = [subprocess.Popen([python, "-S", "-c", DRIVER, HOOK, "--no-ticks", "online",
+                                   "vif%d.0" % (5 + n), "--network", NETWORK], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for n, python in enumerate(pythons)]
+        try:
+            queue = state / "queue"
+            deadline = time.time() + 15
+            while len([n for n in (os.listdir(queue) if queue.is_dir() else [])
+                       if not n.endswith(".tmp")]) < len(hooks):
+                assert time.time() < deadline, "not every hook queued"
+                time.sleep(0.01)
+            time.sleep(0.2)  # inside flock by now, not before it
+            engine = _Engine(60)
+            started = time.time()
+            handover._commit_queued(engine, handover._Queue(str(state)), None)
+            outputs = [hook.communicate(timeout=30) for hook in hooks]
+            waited = time.time() - started
+        finally:
+            for hook in hooks:
+                if hook.poll() is None:
+                    hook.kill()
+                    hook.wait()
+    assert engine.groups == [["vif%d.0" % (5 + n) for n in range(len(hooks))]]
+    for hook, (out, err) in zip(hooks, outputs):
+        assert hook.returncode == 0, err
+        assert '"replaced": false' in out
+    # Their deadline was 60 s away and they never ticked: the wake-up ended it.
+    assert waited < 30
