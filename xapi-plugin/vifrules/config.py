@@ -159,8 +159,10 @@ def _seconds(values, key, path):
 
 def config_path(environ=None):
     if environ is None:
-        return fs.getenv(ENV_VAR) or DEFAULT_PATH
-    return environ.get(ENV_VAR) or DEFAULT_PATH
+        value = fs.getenv(ENV_VAR)  # not os.environ: the vif hook loads no os
+    else:
+        value = environ.get(ENV_VAR)
+    return value or DEFAULT_PATH
 
 
 def load(path=None):
