@@ -1,9 +1,10 @@
 """Imported by probe_run.py in the benchmark's memory runs only: at exit,
 append this process's peak resident set (VmHWM, kB) to the file named by
-VR_MEMPROBE_OUT. The vif hook ends with os._exit (no interpreter teardown),
-so that is caught too."""
+VR_MEMPROBE_OUT. The vif hook ends with posix._exit (no interpreter
+teardown), so that is caught too, and os._exit likewise."""
 import atexit
 import os
+import posix
 
 
 def _report():
@@ -31,3 +32,4 @@ def _exit_after_report(status):
 
 
 os._exit = _exit_after_report
+posix._exit = _exit_after_report
