@@ -17,7 +17,6 @@ kill = posix.kill
 listdir = posix.listdir
 rename = posix.rename
 unlink = posix.unlink
-exit_now = posix._exit  # os._exit
 
 
 def join(path, *parts):

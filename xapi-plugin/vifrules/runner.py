@@ -38,6 +38,7 @@ ALARM_GRACE = 5
 
 TIMED_OUT = "timeout"  # the status of a command killed at its deadline
 
+
 def _environment():
     env = dict(os.environ)
     path = env.get("PATH", "")
