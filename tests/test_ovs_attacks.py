@@ -6,6 +6,7 @@ changes are atomic, idempotent, by cookie, and leave others' flows alone."""
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -108,6 +109,46 @@ def test_llc_snap_with_a_foreign_source_is_dropped(ovs):
                   attacks.UDP(sport=9, dport=9) / marker)
     seen = _send_and_count(ovs, {"g1": [frame] * 3}, [marker], ("up", "g2", "h"))
     assert seen == {"up": {marker: 0}, "g2": {marker: 0}, "h": {marker: 0}}
+
+
+def _solicitation(source, target):
+    """A neighbour solicitation with no option at all (78 bytes, no room for
+    a hidden one) and its marker: its reserved word and target."""
+    frame = attacks.Ether(src=attacks.G1.mac, dst="33:33:ff:00:00:77") / \
+        attacks.IPv6(src=source, dst="ff02::1:ff00:77") / attacks.ICMPv6ND_NS(tgt=target)
+    return bytes(frame), b"\x00\x00\x00\x00" + socket.inet_pton(socket.AF_INET6, target)
+
+
+def test_a_bridge_without_openflow_14_is_given_it(ovs):
+    """Before OVS 2.8 a bridge offers OpenFlow 1.0-1.3 only and ovs-ofctl
+    --bundle cannot connect: the backend adds 1.4 and keeps the others."""
+    ovs.vsctl("set", "bridge", netbed.BRIDGE, "protocols=OpenFlow10,OpenFlow13")
+    refused = ovs.run("h", ["ovs-ofctl", "--bundle", "add-flows", netbed.BRIDGE, "-"],
+                      check=False, env=ovs.ovs_env(), input="")
+    assert refused.returncode != 0, "ovs-ofctl spoke bundles to an OpenFlow 1.3 bridge"
+    ovs.protect_all()
+    protocols = ovs.vsctl("get", "bridge", netbed.BRIDGE, "protocols")
+    assert [p for p in ("OpenFlow10", "OpenFlow13", "OpenFlow14") if p in protocols] == \
+        ["OpenFlow10", "OpenFlow13", "OpenFlow14"], protocols
+    assert "OpenFlow12" not in protocols, "protocols the bridge did not offer were added"
+    assert ovs.ping("g1", ovs.guests[1].ipv4[0]), "protected and forwarding"
+    assert "cookie=0x%016x" % openflow.vif_cookie(VifName(ovs.guests[0].port)) in ovs.flows()
+
+
+def test_solicitation_without_its_option_only_for_dad(ovs):
+    """OVS reads two source link-layer options as none, so "none" passes
+    only from "::" (openflow.NO_OPTION_MAC says why): a solicitation from the
+    guest's own address must name its MAC, however short it is; duplicate
+    address detection still goes out."""
+    from_own, own_marker = _solicitation(attacks.G1.ipv6[0], "2001:db8::77")
+    for_dad, dad_marker = _solicitation("::", "2001:db8::78")
+    frames, markers = {"g1": [from_own, for_dad] * 2}, [own_marker, dad_marker]
+    seen = _send_and_count(ovs, frames, markers, ("up",))["up"]
+    assert seen[own_marker] > 0 and seen[dad_marker] > 0, "a bare switch forwards both"
+    ovs.protect_all()
+    seen = _send_and_count(ovs, frames, markers, ("up",))["up"]
+    assert seen[own_marker] == 0, "a solicitation without its option passed from an address"
+    assert seen[dad_marker] > 0, "duplicate address detection was dropped"
 
 
 # ------------------------------------------------------------ ordinary traffic

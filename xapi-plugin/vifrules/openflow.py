@@ -48,17 +48,16 @@ UNICAST_PRIORITY, GROUP_PRIORITY = 300, 200
 
 LOCAL = "LOCAL"
 NO_OPTION_MAC = "00:00:00:00:00:00"  # how OVS reads an absent ND option
-# OVS also reads an option list it finds invalid (two source link-layer
-# options, the first foreign: what Linux believes) as "no option", so "no
-# option" is taken only from a frame too short to hold more: Ethernet, IPv6
-# and the 24-byte message; a solicitation may carry one 8-byte option OVS
-# does not read (the nonce of duplicate address detection). A longer one
-# sets reg1 bit 0, which ALLOW drops.
-ND_WITHOUT_OPTION_BYTES = {policy.ICMP6_NEIGHBOUR_ADVERT: 14 + 40 + 24,
-                           policy.ICMP6_NEIGHBOUR_SOLICIT: 14 + 40 + 24 + 8}
-TOO_LONG_BIT = "NXM_NX_REG1[0]"
-TOO_LONG_MATCH = "reg1=0x1/0x1"
-TOO_LONG_PRIORITY = GUARD_PRIORITY + 1000
+# OVS also reads an option list it finds invalid (a second source or target
+# link-layer option) as "no option", and its target as "::". Linux believes
+# the first option, so two source options, the first foreign, would poison
+# a neighbour's cache. So a solicitation passes without its source option
+# only from "::" (duplicate address detection, whose solicitations a
+# receiver must discard if they carry the option: RFC 4861 7.1.1); from an
+# address it must carry the guest's own MAC (RFC 4861 7.2.2: MUST for the
+# multicast ones, SHOULD for unicast; Linux always does). An advertisement
+# needs nothing more: an invalid list reads target "::", never the guest's
+# own. No packet length is matched (check_pkt_larger is OVS 2.12 and up).
 UNTAGGED = "vlan_tci=0x0000/0x1fff"  # no 802.1Q tag, VLAN 0 included
 
 _PROTOCOL = {("arp", None): "arp", ("ipv4", None): "ip", ("ipv6", None): "ipv6",
@@ -126,13 +125,12 @@ def _exceptions(guard):
     return plain, [plain + extra for extra in passing if extra]
 
 
-def _pass_action(exception):
-    fields = dict(exception)
-    action = "resubmit(,%d)" % ALLOW
-    if policy.NO_OPTION in (fields.get("nd_sll"), fields.get("nd_tll")):
-        action = "check_pkt_larger(%d)->%s,%s" % (
-            ND_WITHOUT_OPTION_BYTES[fields["icmp6_type"]], TOO_LONG_BIT, action)
-    return action
+def _exception_text(exception):
+    """An exception's match; a solicitation without its source option only
+    from "::" (see NO_OPTION_MAC)."""
+    if dict(exception).get("nd_sll") == policy.NO_OPTION:
+        exception = exception + (("ip6_src", policy.UNSPECIFIED_V6),)
+    return match_text(exception)
 
 
 def _port(ofport):
@@ -151,8 +149,8 @@ def vif_flows(vif, guest, ofport):
             plain, passing = _exceptions(one)
             for exception in passing:
                 flows.append(_flow(cookie, INGRESS, priority + 1,
-                                   _port(ofport) + "," + match_text(exception),
-                                   _pass_action(exception)))
+                                   _port(ofport) + "," + _exception_text(exception),
+                                   resubmit % ALLOW))
             flows.append(_flow(cookie, INGRESS, priority,
                                _port(ofport) + "," + match_text(plain), "drop"))
             priority -= 2
@@ -260,7 +258,6 @@ def host_flows(trusted_ofports):
     flows = [_flow(HOST_COOKIE, INGRESS, PORT_PRIORITY, _port(p),
                    "%s,resubmit(,%d)" % (learn, DELIVER)) for p in entries]
     flows.append(_flow(HOST_COOKIE, INGRESS, CATCH_ALL_PRIORITY, "", "drop"))
-    flows.append(_flow(HOST_COOKIE, ALLOW, TOO_LONG_PRIORITY, TOO_LONG_MATCH, "drop"))
     flows.append(_flow(HOST_COOKIE, ALLOW, 0, "", "drop"))
     flows.append(_flow(HOST_COOKIE, DELIVER, 0, "", "resubmit(,%d)" % OUTSIDE))
     flows.append(_flow(HOST_COOKIE, EGRESS, 0, "", "drop"))

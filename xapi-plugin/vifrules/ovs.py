@@ -27,6 +27,12 @@ from vifrules.runner import failure, run
 from vifrules.state import HOST, StateDir
 
 OVS_VSCTL, OVS_OFCTL = "ovs-vsctl", "ovs-ofctl"
+# Bundles are OpenFlow 1.4, which a bridge offers by default only from OVS
+# 2.8; on older ones (XenServer 7.x, Citrix Hypervisor 8.2, XCP-ng 8.2: 2.5)
+# it is added to the bridge's protocols when ovs-ofctl cannot speak it.
+DEFAULT_PROTOCOLS = ["OpenFlow10", "OpenFlow11", "OpenFlow12", "OpenFlow13"]
+BUNDLE_PROTOCOL = "OpenFlow14"
+NO_BUNDLE_PROTOCOL = "version negotiation failed"
 GUEST_KINDS = ("vif", "tap")
 BACKEND_NAME = "openflow"
 
@@ -149,6 +155,8 @@ class OvsEngine(object):
         VIFs whose flows those are (vifs)."""
         argv = [OVS_OFCTL, "--bundle", "add-flows", bridge, "-"]
         result = self._run(argv, text, False)
+        if result[0] != 0 and NO_BUNDLE_PROTOCOL in result[2] and self._offer_bundles(bridge):
+            result = self._run(argv, text, False)
         if result[0] != 0:
             error = failure(argv, result, self.config.command_timeout)
             lines = text.split("\n")
@@ -156,6 +164,21 @@ class OvsEngine(object):
             error.vifs = _vifs_of_lines([lines[i] for i in failing])
             error.context = _context(lines, failing)
             raise error
+
+    def _offer_bundles(self, bridge):
+        """Add OpenFlow 1.4 to the protocols bridge offers (the others kept,
+        an empty list meaning the defaults); True if it was missing. ovs-vsctl
+        returns once ovs-vswitchd has taken the change."""
+        listed = self._run([OVS_VSCTL, "get", "bridge", bridge, "protocols"])[1]
+        protocols = [p.strip().strip('"') for p in listed.strip().strip("[]").split(",")
+                     if p.strip()] or list(DEFAULT_PROTOCOLS)
+        if BUNDLE_PROTOCOL in protocols:
+            return False
+        self.log("bridge %s: adding %s to its protocols for atomic bundles" % (
+            bridge, BUNDLE_PROTOCOL))
+        self._run([OVS_VSCTL, "set", "bridge", bridge,
+                   "protocols=" + ",".join(protocols + [BUNDLE_PROTOCOL])])
+        return True
 
     def _trusted(self, trusted=None):
         """The uplinks to trust: as given, else as last put in force, else as
