@@ -11,9 +11,7 @@ that finds a mark left behind rebuilds the host from the records first
 Teardown needs only the VIF's name: it removes what the kernel holds.
 """
 
-import os
-
-from vifrules import ruleset
+from vifrules import fs, ruleset
 from vifrules.compat import current_exception
 from vifrules.errors import CommandFailed, HostNotReady, StateError, VifRulesError
 from vifrules.log import left_to_finish
@@ -528,8 +526,8 @@ class Engine(object):
     def _set_sysctls(self):
         base = self.config.get("PROC_SYS")
         for name in ruleset.host_sysctls():
-            path = os.path.join(base, name)
-            if not os.path.exists(path):
+            path = fs.join(base, name)
+            if not fs.exists(path):
                 raise HostNotReady(path, "load the bridge module (modprobe bridge; "
                                    "br_netfilter on kernels from 3.18)")
             try:
@@ -823,7 +821,7 @@ class Engine(object):
             missing.extend(self._arptables_missing(trusted))
         base = self.config.get("PROC_SYS")
         for name in ruleset.host_sysctls():
-            value = _read_first_line(os.path.join(base, name))
+            value = _read_first_line(fs.join(base, name))
             if value != "1":
                 missing.append("sysctl %s is %s, not 1" % (name.replace("/", "."), value))
         vifs = []

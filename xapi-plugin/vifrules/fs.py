@@ -4,13 +4,15 @@ Importing os costs a vif event 4-5 ms (it loads a dozen modules, on
 Python 3 the collections ABCs among them): more than a waiting caller's
 whole work. In a boot storm most hooks only hand their change over and
 wait, so the modules they load (cli, config, backend, handover, lock) use
-these instead; the engine, loaded only by the caller that commits, uses os.
+these instead, and so do the engine, the records and the command runner,
+which the caller that commits loads (a few dozen commits in a storm).
 """
 
 import posix
 import sys
 
-_S_IFMT, _S_IFDIR = 61440, 16384  # stat's S_IFMT and S_IFDIR (0170000, 0040000)
+# stat's S_IFMT, S_IFDIR and S_IFREG (0170000, 0040000, 0100000)
+_S_IFMT, _S_IFDIR, _S_IFREG = 61440, 16384, 32768
 
 getpid = posix.getpid
 kill = posix.kill
@@ -72,7 +74,22 @@ def makedirs(path, mode=511):  # 0777 less the umask, as os.makedirs
             raise
 
 
+def isfile(path):
+    try:
+        return posix.stat(path).st_mode & _S_IFMT == _S_IFREG
+    except (OSError, ValueError):
+        return False
+
+
+# os.environ's data is posix.environ itself (both Pythons): what it sets, this sees.
 if sys.version_info[0] >= 3:
+    def environ():
+        """A copy of os.environ (text, as os decodes it)."""
+        encoding = sys.getfilesystemencoding()
+        return dict([(key.decode(encoding, "surrogateescape"),
+                      value.decode(encoding, "surrogateescape"))
+                     for key, value in posix.environ.items()])
+
     def getenv(name):
         """os.environ.get(name): Python 3's posix.environ holds bytes."""
         value = posix.environ.get(name.encode("ascii"))
@@ -80,5 +97,8 @@ if sys.version_info[0] >= 3:
             return None
         return value.decode(sys.getfilesystemencoding(), "surrogateescape")
 else:
+    def environ():
+        return dict(posix.environ)
+
     def getenv(name):
         return posix.environ.get(name)

@@ -12,7 +12,7 @@ ends by itself even when no caller is left to kill it.
 
 import errno
 import fcntl
-import os
+import posix
 import select
 import time
 
@@ -21,6 +21,7 @@ try:  # Python 3: the C module; 'signal' itself imports enum, a vif event's cost
 except ImportError:
     import signal
 
+from vifrules import fs
 from vifrules.compat import PY3, current_exception, to_bytes, to_text
 from vifrules.errors import CommandFailed, CommandTimeout
 from vifrules.lock import inherited, set_cloexec
@@ -40,7 +41,7 @@ TIMED_OUT = "timeout"  # the status of a command killed at its deadline
 
 
 def _environment():
-    env = dict(os.environ)
+    env = fs.environ()
     path = env.get("PATH", "")
     env["PATH"] = path and (path + ":" + SEARCH_PATH) or SEARCH_PATH
     env["LC_ALL"] = "C"
@@ -58,11 +59,11 @@ def _close_except(keep):
 
 def _close_range(low, high):
     try:
-        os.closerange(low, high)
+        posix.closerange(low, high)
     except AttributeError:  # Python < 2.6
         for fd in range(low, high):
             try:
-                os.close(fd)
+                posix.close(fd)
             except OSError:
                 pass
 
@@ -72,7 +73,7 @@ def _into(fd, target):
     if fd == target:  # dup2 would leave close-on-exec set
         fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.fcntl(fd, fcntl.F_GETFD) & ~fcntl.FD_CLOEXEC)
     else:
-        os.dup2(fd, target)
+        posix.dup2(fd, target)
 
 
 def _find(command, env):
@@ -81,8 +82,8 @@ def _find(command, env):
     if "/" in command:
         return command
     for directory in env["PATH"].split(":"):
-        path = os.path.join(directory or ".", command)
-        if os.path.isfile(path) and os.access(path, os.X_OK):
+        path = fs.join(directory or ".", command)
+        if fs.isfile(path) and posix.access(path, posix.X_OK):
             return path
     return command  # exec fails and says why
 
@@ -97,16 +98,16 @@ class Process(object):
         self.status = None
         self.exec_error = None
         self.timed_out = False
-        in_r, in_w = os.pipe()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        report_r, report_w = os.pipe()  # closed by a successful exec
+        in_r, in_w = posix.pipe()
+        out_r, out_w = posix.pipe()
+        err_r, err_w = posix.pipe()
+        report_r, report_w = posix.pipe()  # closed by a successful exec
         # The pipes close on exec; _into opens 0, 1 and 2 in the child.
         for fd in (in_r, in_w, out_r, out_w, err_r, err_w, report_r, report_w):
             set_cloexec(fd)
         env = _environment()
         path = _find(argv[0], env)
-        pid = os.fork()
+        pid = posix.fork()
         if pid == 0:  # the child: exec or report why not
             try:
                 _into(in_r, 0)
@@ -118,30 +119,30 @@ class Process(object):
                     _into(fd, fd)
                 signal.signal(signal.SIGALRM, signal.SIG_DFL)
                 signal.alarm(int(timeout) + ALARM_GRACE)  # kept across exec
-                os.execve(path, argv, env)
+                posix.execve(path, argv, env)
             except BaseExceptionShim:
                 try:
                     error = current_exception()
-                    os.write(report_w, to_bytes("cannot run %s: %s" % (
+                    posix.write(report_w, to_bytes("cannot run %s: %s" % (
                         argv[0], getattr(error, "strerror", None) or error)))
                 finally:
-                    os._exit(EXEC_FAILED)
+                    posix._exit(EXEC_FAILED)
         self.pid = pid
         for fd in (in_r, out_w, err_w, report_w):
-            os.close(fd)
+            posix.close(fd)
         self.report = report_r
         # Never block on a full pipe while the tool waits for us to read.
-        fcntl.fcntl(in_w, fcntl.F_SETFL, fcntl.fcntl(in_w, fcntl.F_GETFL) | os.O_NONBLOCK)
+        fcntl.fcntl(in_w, fcntl.F_SETFL, fcntl.fcntl(in_w, fcntl.F_GETFL) | posix.O_NONBLOCK)
         self.fds = {in_w: "in", out_r: "out", err_r: "err"}
 
     def confirm(self):
         """Wait until the command runs (or says why it cannot): only then do
         its pipes lead to it. Separate from starting, so several start at once."""
         failure = _read_all(self.report)
-        os.close(self.report)
+        posix.close(self.report)
         self.report = None
         if failure:
-            _retry(os.waitpid, self.pid, 0)
+            _retry(posix.waitpid, self.pid, 0)
             for fd in list(self.fds.keys()):
                 self._close(fd)
             self.exec_error = to_text(failure)
@@ -153,7 +154,7 @@ class Process(object):
                     self._close(fd)
 
     def _close(self, fd):
-        os.close(fd)
+        posix.close(fd)
         del self.fds[fd]
 
 
@@ -167,7 +168,7 @@ except NameError:
 def _read_all(fd):
     chunks = []
     while 1:
-        chunk = _retry(os.read, fd, _CHUNK)
+        chunk = _retry(posix.read, fd, _CHUNK)
         if not chunk:
             return to_bytes("").join(chunks)
         chunks.append(chunk)
@@ -212,7 +213,7 @@ def _communicate(processes, deadline):
         for fd in ready_w:
             process = owner[fd][0]
             try:
-                written = _retry(os.write, fd, process.data[:_CHUNK])
+                written = _retry(posix.write, fd, process.data[:_CHUNK])
             except OSError:
                 if _errno(current_exception()) == errno.EAGAIN:
                     continue
@@ -222,7 +223,7 @@ def _communicate(processes, deadline):
                 process._close(fd)
         for fd in ready_r:
             process, kind = owner[fd]
-            chunk = _retry(os.read, fd, _CHUNK)
+            chunk = _retry(posix.read, fd, _CHUNK)
             if chunk:
                 getattr(process, kind).append(chunk)
             else:
@@ -232,27 +233,27 @@ def _communicate(processes, deadline):
 def _finish(process, deadline):
     """Reap process; one still running at the deadline is killed and marked."""
     if process.report is not None:
-        os.close(process.report)
+        posix.close(process.report)
         process.report = None
     for fd in list(process.fds.keys()):  # after an error: let the tool end
         process._close(fd)
     pause = 0.0001  # a tool that closed its pipes is about to exit: look again soon
     while process.status is None:
-        pid, status = _retry(os.waitpid, process.pid, os.WNOHANG)
+        pid, status = _retry(posix.waitpid, process.pid, posix.WNOHANG)
         if pid == 0:
             if time.time() < deadline:
                 time.sleep(pause)
                 pause = min(pause * 2, 0.01)
                 continue
             process.timed_out = True
-            os.kill(process.pid, signal.SIGKILL)
-            status = _retry(os.waitpid, process.pid, 0)[1]
+            posix.kill(process.pid, signal.SIGKILL)
+            status = _retry(posix.waitpid, process.pid, 0)[1]
         if process.timed_out:
             process.status = TIMED_OUT
-        elif os.WIFEXITED(status):
-            process.status = os.WEXITSTATUS(status)
+        elif posix.WIFEXITED(status):
+            process.status = posix.WEXITSTATUS(status)
         else:
-            process.status = 128 + os.WTERMSIG(status)
+            process.status = 128 + posix.WTERMSIG(status)
     empty = to_bytes("")
     out = to_text(empty.join(process.out))
     err = process.exec_error or to_text(empty.join(process.err))

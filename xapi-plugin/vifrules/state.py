@@ -19,10 +19,9 @@ reported success.
 """
 
 import errno
-import os
 
 from vifrules.addresses import VifName, nic_from_state
-from vifrules import jsontext
+from vifrules import fs, jsontext
 from vifrules.compat import current_exception
 from vifrules.errors import InvalidArgument, StateError
 
@@ -43,7 +42,7 @@ class StateDir(object):
         self.path = path
 
     def _file(self, vif_name):
-        return os.path.join(self.path, vif_name + SUFFIX)
+        return fs.join(self.path, vif_name + SUFFIX)
 
     # ------------------------------------------------------------ records
 
@@ -53,7 +52,7 @@ class StateDir(object):
 
     def names_with_ipv6(self):
         """VifName of every VIF on record that has an IPv6 address."""
-        return _vif_names(os.path.join(self.path, IPV6_MEMBERS), "")
+        return _vif_names(fs.join(self.path, IPV6_MEMBERS), "")
 
     def read(self, vif_name):
         """The NicAddresses on record for vif_name, or None when there is
@@ -85,21 +84,21 @@ class StateDir(object):
 
     def write(self, vif_name, nic):
         self._write_file(self._file(vif_name), jsontext.dumps(nic.to_dict()))
-        marker = os.path.join(self.path, IPV6_MEMBERS, vif_name)
+        marker = fs.join(self.path, IPV6_MEMBERS, vif_name)
         if nic.ipv6:
             self._touch(marker)
         else:
             self._unlink(marker)
 
     def remove(self, vif_name):
-        self._unlink(os.path.join(self.path, IPV6_MEMBERS, vif_name))
+        self._unlink(fs.join(self.path, IPV6_MEMBERS, vif_name))
         self._unlink(self._file(vif_name))
 
     # ------------------------------------------------------------ the host
 
     def read_trusted(self):
         """The trusted uplinks last put in force (a list), or None."""
-        path = os.path.join(self.path, HOST_RECORD)
+        path = fs.join(self.path, HOST_RECORD)
         text = _read_text(path)
         if text is None:
             return None
@@ -113,27 +112,27 @@ class StateDir(object):
             raise StateError(path, "corrupt record (%d bytes)" % len(text))
 
     def write_trusted(self, trusted):
-        self._write_file(os.path.join(self.path, HOST_RECORD),
+        self._write_file(fs.join(self.path, HOST_RECORD),
                          jsontext.dumps({"trusted": list(trusted)}))
 
     # ------------------------------------------------------------ markers
 
     def mark_pending(self, name):
         """name (a VIF's, or HOST) is about to change in the kernel."""
-        self._touch(os.path.join(self.path, PENDING, name))
+        self._touch(fs.join(self.path, PENDING, name))
 
     def clear_pending(self, names):
         for name in names:
-            self._unlink(os.path.join(self.path, PENDING, name))
+            self._unlink(fs.join(self.path, PENDING, name))
 
     def pending(self):
         """Names whose last operation was not confirmed."""
         try:
-            return os.listdir(os.path.join(self.path, PENDING))
+            return fs.listdir(fs.join(self.path, PENDING))
         except OSError:
             if _errno() == errno.ENOENT:
                 return []
-            raise StateError(os.path.join(self.path, PENDING),
+            raise StateError(fs.join(self.path, PENDING),
                              "cannot list: " + _describe(current_exception()))
 
     # ------------------------------------------------------------ files
@@ -141,32 +140,32 @@ class StateDir(object):
     def _write_file(self, path, text):
         temporary = path + ".tmp"
         try:
-            _makedirs(os.path.dirname(path))
+            _makedirs(fs.dirname(path))
             handle = open(temporary, "w")
             try:
                 handle.write(text)
                 handle.flush()
             finally:
                 handle.close()
-            os.rename(temporary, path)
+            fs.rename(temporary, path)
         except (IOError, OSError):
             error = current_exception()
             try:
-                os.unlink(temporary)
+                fs.unlink(temporary)
             except OSError:
                 pass
             raise StateError(path, "cannot write: " + _describe(error))
 
     def _touch(self, path):
         try:
-            _makedirs(os.path.dirname(path))
+            _makedirs(fs.dirname(path))
             open(path, "w").close()
         except (IOError, OSError):
             raise StateError(path, "cannot write: " + _describe(current_exception()))
 
     def _unlink(self, path):
         try:
-            os.unlink(path)
+            fs.unlink(path)
         except OSError:
             if _errno() != errno.ENOENT:
                 raise StateError(path, "cannot remove: " + _describe(current_exception()))
@@ -194,13 +193,13 @@ def _errno():
 
 
 def _makedirs(directory):
-    if not os.path.isdir(directory):
-        os.makedirs(directory)
+    if not fs.isdir(directory):
+        fs.makedirs(directory)
 
 
 def _vif_names(directory, suffix):
     try:
-        entries = os.listdir(directory)
+        entries = fs.listdir(directory)
     except OSError:
         if _errno() == errno.ENOENT:
             return []
