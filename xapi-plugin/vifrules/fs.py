@@ -49,11 +49,19 @@ def exists(path):
     return True
 
 
-def isdir(path):
+def _is(path, kind):
     try:
-        return posix.stat(path).st_mode & _S_IFMT == _S_IFDIR
-    except (OSError, ValueError):
+        return posix.stat(path).st_mode & _S_IFMT == kind
+    except (OSError, ValueError):  # ValueError: a NUL in the path
         return False
+
+
+def isdir(path):
+    return _is(path, _S_IFDIR)
+
+
+def isfile(path):
+    return _is(path, _S_IFREG)
 
 
 def mtime(path):
@@ -74,28 +82,22 @@ def makedirs(path, mode=511):  # 0777 less the umask, as os.makedirs
             raise
 
 
-def isfile(path):
-    try:
-        return posix.stat(path).st_mode & _S_IFMT == _S_IFREG
-    except (OSError, ValueError):
-        return False
-
-
 # os.environ's data is posix.environ itself (both Pythons): what it sets, this sees.
 if sys.version_info[0] >= 3:
+    def _text(data):
+        """As os decodes posix.environ's bytes."""
+        return data.decode(sys.getfilesystemencoding(), "surrogateescape")
+
     def environ():
-        """A copy of os.environ (text, as os decodes it)."""
-        encoding = sys.getfilesystemencoding()
-        return dict([(key.decode(encoding, "surrogateescape"),
-                      value.decode(encoding, "surrogateescape"))
-                     for key, value in posix.environ.items()])
+        """A copy of os.environ."""
+        return dict([(_text(key), _text(value)) for key, value in posix.environ.items()])
 
     def getenv(name):
         """os.environ.get(name): Python 3's posix.environ holds bytes."""
         value = posix.environ.get(name.encode("ascii"))
         if value is None:
             return None
-        return value.decode(sys.getfilesystemencoding(), "surrogateescape")
+        return _text(value)
 else:
     def environ():
         return dict(posix.environ)

@@ -140,7 +140,7 @@ class StateDir(object):
     def _write_file(self, path, text):
         temporary = path + ".tmp"
         try:
-            _makedirs(fs.dirname(path))
+            fs.makedirs(fs.dirname(path))
             handle = open(temporary, "w")
             try:
                 handle.write(text)
@@ -158,7 +158,7 @@ class StateDir(object):
 
     def _touch(self, path):
         try:
-            _makedirs(fs.dirname(path))
+            fs.makedirs(fs.dirname(path))
             open(path, "w").close()
         except (IOError, OSError):
             raise StateError(path, "cannot write: " + _describe(current_exception()))
@@ -190,11 +190,6 @@ def _read_text(path):
 
 def _errno():
     return getattr(current_exception(), "errno", None)
-
-
-def _makedirs(directory):
-    if not fs.isdir(directory):
-        fs.makedirs(directory)
 
 
 def _vif_names(directory, suffix):
