@@ -248,6 +248,34 @@ def test_a_bundle_refused_for_one_vif_leaves_the_others_protected(ovs, tmp_path)
     _assert_settled(ovs)
 
 
+def test_a_device_filter_refused_for_one_vif_leaves_the_others_protected(ovs, tmp_path):
+    """tc refuses one VIF's device filter (another kind of filter, someone
+    else's, holds its place): that VIF fails alone and stays closed, the
+    others are committed without it, and the other filter stays as it was."""
+    env, log, go, abort = _wrapped_ofctl(ovs, tmp_path)
+    guests = [_guest(n) for n in range(40, 44)]
+    ovs.run("h", ["tc", "qdisc", "add", "dev", "vif42.0", "ingress"])
+    foreign = ["tc", "filter", "add", "dev", "vif42.0", "parent", "ffff:fff2", "pref", "9",
+               "protocol", "all", "u32", "match", "u32", "0", "0", "classid", "1:1"]
+    ovs.run("h", foreign)
+    processes = _pile_up(ovs, env, log, guests)
+    go.touch()
+    statuses, errors = {}, {}
+    for guest, process in zip(guests, processes):
+        out, err = process.communicate(timeout=120)
+        statuses[guest.port], errors[guest.port] = process.returncode, err
+    assert statuses.pop("vif42.0") == 5, errors["vif42.0"]
+    assert "VIF_RULES_COMMAND_FAILED" in errors["vif42.0"] and "tc" in errors["vif42.0"]
+    assert set(statuses.values()) == {0}, errors
+    assert not _own_flows(ovs, "vif42.0")
+    assert not os.path.exists(os.path.join(ovs.state_dir, "vif42.0.json"))
+    good = [g for g in guests if g.port != "vif42.0"]
+    assert ovs.flows() == _serial_flows(tmp_path, good)
+    kept = ovs.run("h", ["tc", "filter", "show", "dev", "vif42.0", "parent", "ffff:fff2"]).stdout
+    assert " u32 " in kept and " bpf " not in kept, kept
+    _assert_settled(ovs)
+
+
 @pytest.mark.parametrize("orphan", ["commits", "fails"])
 def test_a_killed_holder_loses_nothing(ovs, tmp_path, orphan):
     env, log, go, abort = _wrapped_ofctl(ovs, tmp_path)

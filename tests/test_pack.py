@@ -144,6 +144,7 @@ def test_install_sh_installs_and_records_the_pack(pack, tmp_path, host_packages)
                        ("etc/rc.d/init.d/host-rules", 0o755),
                        ("etc/sysconfig/vif-rules", 0o644),
                        ("usr/lib/vif-rules/vifrules/engine.py", 0o644),
+                       ("usr/lib/vif-rules/vifrules/llc-drop.bpf", 0o644),
                        ("sbin/arptables", 0o755), ("sbin/ebtables", 0o755)):
         assert (root / path).exists(), path
         assert (root / path).stat().st_mode & 0o777 == mode, path

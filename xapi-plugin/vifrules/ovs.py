@@ -16,7 +16,7 @@ rebuilds their bridges from the records first, so a kill at any point
 converges (a teardown's flows never outlive its record unseen).
 """
 
-from vifrules import handover, openflow, policy
+from vifrules import devfilter, handover, openflow, policy
 from vifrules.engine import CONTEXT_LINES, sync_plan
 from vifrules.compat import current_exception
 from vifrules.errors import InvalidArgument, StateError, VifRulesError
@@ -27,6 +27,7 @@ from vifrules.runner import failure, run
 from vifrules.state import HOST, StateDir
 
 OVS_VSCTL, OVS_OFCTL = "ovs-vsctl", "ovs-ofctl"
+TC_BATCH = [devfilter.TC, "-force", "-batch", "-"]  # every line tried; each failure named
 # Bundles are OpenFlow 1.4, which a bridge offers by default only from OVS
 # 2.8; on older ones (XenServer 7.x, Citrix Hypervisor 8.2, XCP-ng 8.2: 2.5)
 # it is added to the bridge's protocols when ovs-ofctl cannot speak it.
@@ -180,6 +181,31 @@ class OvsEngine(object):
                    "protocols=" + ",".join(protocols + [BUNDLE_PROTOCOL])])
         return True
 
+    def _guard(self, vifs):
+        """Put the device filter (vifrules.devfilter) on the guest ports of
+        vifs, before their flows let them send. If tc refuses one, the error
+        names the VIFs whose lines failed (vifs), as _transaction's."""
+        if not vifs:
+            return
+        with_ingress = devfilter.devices_with_ingress(self._run([devfilter.TC, "qdisc",
+                                                                 "show"])[1])
+        lines, owners = devfilter.guard_lines(vifs, with_ingress, devfilter.program_path())
+        result = self._run(TC_BATCH, "\n".join(lines) + "\n", False)
+        if result[0] != 0:
+            error = failure(TC_BATCH, result, self.config.command_timeout)
+            failing = [n - 1 for n in devfilter.failed_lines(result[2]) if 0 < n <= len(lines)]
+            error.vifs = _unique([owners[i] for i in failing])
+            error.context = _context(lines, failing)
+            raise error
+
+    def _guarded(self, vifs):
+        """{name: True if its device filter is in force} for the guest ports
+        of vifs (one tc run for all)."""
+        if not vifs:
+            return {}
+        text = self._run(TC_BATCH, "\n".join(devfilter.reading_lines(vifs)) + "\n", False)[1]
+        return devfilter.guarded(vifs, text)
+
     def _trusted(self, trusted=None):
         """The uplinks to trust: as given, else as last put in force, else as
         configured."""
@@ -200,13 +226,14 @@ class OvsEngine(object):
     def _host_flows(self, switch, bridge, trusted):
         return openflow.host_flows(switch.ports_on(bridge, trusted))
 
-    def _members(self, switch, bridge, records):
-        members = []
+    def _on_bridge(self, switch, bridge, records):
+        """[(VifName, Policy, ofport)] of records whose port is on bridge."""
+        result = []
         for vif, guest in records:
             found = switch.port(vif.name)
             if found is not None and found[0] == bridge:
-                members.append((found[1], guest))
-        return members
+                result.append((vif, guest, found[1]))
+        return result
 
     # ------------------------------------------------------------ marks
 
@@ -276,6 +303,7 @@ class OvsEngine(object):
                 before = None
                 if previous is not None:
                     before = policy.guest_policy(previous)
+                self._guard([vif])
                 self._swap(switch, found[0], found[1], vif, policy.guest_policy(nic), before)
         except Exception:
             self._fail_closed(vif, left_behind)
@@ -531,6 +559,10 @@ class OvsEngine(object):
                          "its port (sync)" % vif)
         bridges = list(by_bridge.keys())
         bridges.sort()
+        guarded = []
+        for bridge in bridges:
+            guarded.extend([c[0] for c in by_bridge[bridge] if c[2] is not None])
+        self._guard(guarded)
         for bridge in bridges:
             self._transaction(bridge, self._bundle(switch, bridge, by_bridge[bridge], trusted))
         return "%d bundle(s)" % len(bridges)
@@ -557,21 +589,21 @@ class OvsEngine(object):
 
     def _rebuild(self, switch, bridges, trusted, records):
         """Every flow of ours on bridges rewritten from records, one
-        transaction each. Returns ({backend/bridge: {"removed": the VIFs
-        whose flows were there and are not wanted, "hooked": []}}, the VIFs
-        now protected)."""
+        transaction each, after the device filters of their guests (one
+        whose filter tc refuses gets no flows: it stays closed). Returns
+        ({backend/bridge: {"removed": the VIFs whose flows were there and
+        are not wanted, "hooked": []}}, the VIFs now protected)."""
         report, protected = {}, []
         for bridge in bridges:
             before = parse_flows(self._run([OVS_OFCTL, "dump-flows", bridge,
                                             "table=%d" % openflow.EGRESS])[1])
-            members = self._members(switch, bridge, records)
-            vif_flows, wanted = [], {}
-            for vif, guest in records:
-                found = switch.port(vif.name)
-                if found is not None and found[0] == bridge:
-                    vif_flows.append(openflow.vif_flows(vif, guest, found[1]))
-                    wanted[vif.name] = 1
-                    protected.append(vif.name)
+            on_bridge = self._on_bridge(switch, bridge, records)
+            closed = self._guard_or_close([vif for vif, guest, ofport in on_bridge])
+            on_bridge = [one for one in on_bridge if one[0].name not in closed]
+            wanted = {}
+            for vif, guest, ofport in on_bridge:
+                wanted[vif.name] = 1
+                protected.append(vif.name)
             removed = {}
             for cookie, table, packets, priority, match in before:
                 name = openflow.vif_of_cookie(cookie)
@@ -580,11 +612,25 @@ class OvsEngine(object):
             removed = list(removed.keys())
             removed.sort()
             self._transaction(bridge, openflow.bridge_bundle(
-                self._host_flows(switch, bridge, trusted), openflow.shared_flows(members),
-                vif_flows))
+                self._host_flows(switch, bridge, trusted),
+                openflow.shared_flows([(ofport, guest) for vif, guest, ofport in on_bridge]),
+                [openflow.vif_flows(vif, guest, ofport) for vif, guest, ofport in on_bridge]))
             report["%s/%s" % (BACKEND_NAME, bridge)] = {"removed": removed, "hooked": []}
         protected.sort()
         return report, protected
+
+    def _guard_or_close(self, vifs):
+        """_guard for a rebuild: returns the names of vifs whose filter is not
+        in force (all of them if tc named none), logged; the others have it."""
+        try:
+            self._guard(vifs)
+        except VifRulesError:
+            error = current_exception()
+            self.log_error(error)
+            closed = getattr(error, "vifs", None) or [vif.name for vif in vifs]
+            self.log("no device filter, so no flows (closed): %s" % ", ".join(closed))
+            return closed
+        return []
 
     def stop_host(self):
         """Remove every flow of ours: the bridges forward as without vif-rules."""
@@ -592,9 +638,14 @@ class OvsEngine(object):
 
     def _stop_host(self):
         self.state.mark_pending(HOST)
-        for bridge in self._switch().bridges:
+        switch = self._switch()
+        for bridge in switch.bridges:
             self._transaction(bridge, openflow.delete_line(openflow.COOKIE_PREFIX,
                                                            openflow.COOKIE_MASK) + "\n")
+        guests = [name for name in switch.where if name[:3] in GUEST_KINDS]
+        if guests:  # a port without the filter makes its line fail: nothing to undo there
+            guests.sort()
+            self._run(TC_BATCH, "\n".join(devfilter.removal_lines(guests)) + "\n", False)
         self.state.clear_pending([HOST])
         self.log("host flows removed: the forward path is OPEN")
 
@@ -670,8 +721,11 @@ class OvsEngine(object):
             flows[bridge] = parse_flows(text)
             if not [f for f in flows[bridge] if f[0] == openflow.HOST_COOKIE]:
                 missing.append("%s/%s: the host flows are gone" % (BACKEND_NAME, bridge))
+        records = self._records()
+        guarded = self._guarded([vif for vif, guest in records
+                                 if switch.port(vif.name) is not None])
         vifs = []
-        for vif, guest in self._records():
+        for vif, guest in records:
             entry = guest.nic.to_dict()
             entry["vif"] = vif.name
             entry["dropped"] = {}
@@ -682,6 +736,9 @@ class OvsEngine(object):
                     missing.append("%s/%s: %s is on record but its flows are gone"
                                    % (BACKEND_NAME, found[0], vif))
                 entry["dropped"] = _drop_counters(own)
+            if guarded.get(vif.name) is False:
+                missing.append("%s: %s is on record but its device filter is gone "
+                               "(only-own-ethertypes)" % (devfilter.TC, vif))
             vifs.append(entry)
         from vifrules.vifpatch import hook_state
         return {"protected": not missing, "missing": missing, "trusted": trusted,

@@ -60,6 +60,10 @@ OVS_TOOLS = ("ovs-vsctl", "ovs-ofctl")
 # atomically; 2.5 (XenServer 7.x, Citrix Hypervisor 8.2, XCP-ng 8.2) is the
 # oldest the suite has run on (ovs.py offers OpenFlow 1.4 where it is not).
 OVS_BUNDLE_VERSION = (2, 5)
+TC_PROVIDER = "iproute of dom0 (base system)"
+# The device filter of a guest port (vifrules.devfilter): an ingress qdisc
+# and a classic BPF filter run as a direct action (Linux 4.4, iproute2 4.4).
+OVS_KERNEL_OPTIONS = ("CONFIG_NET_SCH_INGRESS", "CONFIG_NET_CLS_BPF")
 
 TOOL_PROVIDERS = {"iptables": IPTABLES_RPM, "ip6tables": IPTABLES_RPM,
                   "ebtables": EBTABLES_RPM, "arptables": ARPTABLES_RPM}
@@ -349,6 +353,38 @@ def _ovs_items(cfg, root, run_commands):
     return items
 
 
+def _tc_items(root, run_commands, options, source):
+    """What the device filter of a guest port needs: tc that runs a BPF
+    filter as a direct action, and the kernel's ingress qdisc and BPF
+    classifier."""
+    items = []
+    path = find_tool("tc", root)
+    if path is None:
+        items.append(_item("tc tool", MISSING, "tc not found on PATH, /sbin or /usr/sbin",
+                           TC_PROVIDER))
+    elif not run_commands:
+        items.append(_item("tc tool", OK, "tc at %s" % path, TC_PROVIDER))
+    else:
+        status, out, err = run(["tc", "filter", "add", "bpf", "help"], check=False)
+        if "direct-action" in out + err:
+            items.append(_item("tc tool", OK, "tc at %s runs BPF filters as direct "
+                               "actions" % path, TC_PROVIDER))
+        else:
+            items.append(_item("tc tool", MISSING, "tc at %s cannot run a BPF filter as a "
+                               "direct action (iproute2 4.4 or later needed)" % path,
+                               TC_PROVIDER))
+    for option in OVS_KERNEL_OPTIONS:
+        name = "kernel option %s" % option
+        if options is None:
+            items.append(_item(name, UNKNOWN, "no kernel config found (%s)"
+                               % ", ".join(source), KERNEL))
+        elif options.get(option) in ("y", "m"):
+            items.append(_item(name, OK, "=%s (%s)" % (options[option], source), KERNEL))
+        else:
+            items.append(_item(name, MISSING, "not set in %s" % source, KERNEL))
+    return items
+
+
 def _management_item(cfg, root):
     """dom0 talks to the pool and the controller through the bridge the
     inventory names (MANAGEMENT_INTERFACE, e.g. xenbr0); on Open vSwitch
@@ -589,7 +625,8 @@ def check(cfg, root="/", run_commands=True):
     netfilter.extend(tools)
     netfilter.extend(_table_items(cfg, root, families, run_commands))
     if _is_openvswitch(cfg, root):
-        return items + _ovs_items(cfg, root, run_commands) + _not_used(netfilter)
+        return items + _ovs_items(cfg, root, run_commands) + \
+            _tc_items(root, run_commands, options, source) + _not_used(netfilter)
     return items + netfilter
 
 
