@@ -47,25 +47,18 @@ def test_the_program_file_holds_the_program_tc_lists_back():
     assert int(count) == len(ops.split(","))
 
 
-def test_an_ingress_qdisc_is_added_only_where_none_takes_filters():
+def test_each_device_gets_an_ingress_qdisc_then_the_filter():
     tap1 = VifName("tap1.0")
-    lines, owners = devfilter.guard_lines([VIF1, tap1], {"tap1.0": 1}, "/p/llc-drop.bpf")
+    lines, owners = devfilter.guard_lines([VIF1, tap1], "/p/llc-drop.bpf")
     assert lines == [
-        "qdisc add dev vif1.0 ingress",
+        "qdisc replace dev vif1.0 ingress",
         "filter replace dev vif1.0 parent ffff:fff2 pref 9 handle 0x%x protocol all bpf da "
         "bytecode-file /p/llc-drop.bpf" % vif_mark(VIF1),
+        "qdisc replace dev tap1.0 ingress",
         "filter replace dev tap1.0 parent ffff:fff2 pref 9 handle 0x%x protocol all bpf da "
         "bytecode-file /p/llc-drop.bpf" % vif_mark(tap1)]
-    assert owners == ["vif1.0", "vif1.0", "tap1.0"]
+    assert owners == [None, "vif1.0", None, "tap1.0"]
     assert devfilter.removal_lines(["vif1.0"]) == ["filter del dev vif1.0 parent ffff:fff2 pref 9"]
-
-
-def test_devices_with_an_ingress_or_clsact_qdisc_are_read_from_the_listing():
-    text = ("qdisc noqueue 0: dev vif1.0 root refcnt 2 \n"
-            "qdisc ingress ffff: dev vif1.0 parent ffff:fff1 ---------------- \n"
-            "qdisc noqueue 0: dev vif2.0 root refcnt 2 \n"
-            "qdisc clsact ffff: dev tap2.0 parent ffff:fff1 \n")
-    assert devfilter.devices_with_ingress(text) == {"vif1.0": 1, "tap2.0": 1}
 
 
 def test_whose_filter_each_is_is_read_from_its_handle():
@@ -101,7 +94,7 @@ def test_the_kernel_drops_snap_before_the_rx_handler(legacy_bed):
     for point in points:
         assert bare[point][snap.marker] > 0 and bare[point][marker] > 0, bare
     vifs = [VifName(bed.guests[0].port)]
-    lines = devfilter.guard_lines(vifs, {}, devfilter.program_path())[0]
+    lines = devfilter.guard_lines(vifs, devfilter.program_path())[0]
     bed.run("h", [devfilter.TC, "-batch", "-"], input="\n".join(lines) + "\n")
     listing = bed.run("h", [devfilter.TC, "-force", "-batch", "-"],
                       input="\n".join(devfilter.reading_lines(vifs)) + "\n").stdout

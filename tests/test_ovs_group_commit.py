@@ -251,9 +251,11 @@ def test_a_bundle_refused_for_one_vif_leaves_the_others_protected(ovs, tmp_path)
 def test_a_device_filter_refused_for_one_vif_leaves_the_others_protected(ovs, tmp_path):
     """tc refuses one VIF's device filter (another kind of filter, someone
     else's, holds its place): that VIF fails alone and stays closed, the
-    others are committed without it, and the other filter stays as it was."""
+    others are committed without it, and the other filter stays as it was.
+    A device with a clsact qdisc (not ours) takes the filter in it."""
     env, log, go, abort = _wrapped_ofctl(ovs, tmp_path)
     guests = [_guest(n) for n in range(40, 44)]
+    ovs.run("h", ["tc", "qdisc", "add", "dev", "vif41.0", "clsact"])
     ovs.run("h", ["tc", "qdisc", "add", "dev", "vif42.0", "ingress"])
     foreign = ["tc", "filter", "add", "dev", "vif42.0", "parent", "ffff:fff2", "pref", "9",
                "protocol", "all", "u32", "match", "u32", "0", "0", "classid", "1:1"]
@@ -273,6 +275,9 @@ def test_a_device_filter_refused_for_one_vif_leaves_the_others_protected(ovs, tm
     assert ovs.flows() == _serial_flows(tmp_path, good)
     kept = ovs.run("h", ["tc", "filter", "show", "dev", "vif42.0", "parent", "ffff:fff2"]).stdout
     assert " u32 " in kept and " bpf " not in kept, kept
+    clsact = ovs.run("h", ["tc", "qdisc", "show", "dev", "vif41.0"]).stdout
+    assert "clsact" in clsact, clsact
+    assert " bpf " in ovs.run("h", ["tc", "filter", "show", "dev", "vif41.0", "ingress"]).stdout
     _assert_settled(ovs)
 
 

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from vifrules import openflow, policy, ruleset
+from vifrules import devfilter, openflow, policy, ruleset
 from vifrules.addresses import NicAddresses, VifName
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
@@ -48,6 +48,8 @@ def render_openflow(vif, nic):
     lines.extend(openflow.vif_flows(vif, guest, OFPORT))
     lines.append("# the delivery flows with it alone on the bridge")
     lines.extend(openflow.shared_flows([(OFPORT, guest)]))
+    lines.append("# its device filter (tc -batch)")
+    lines.extend(devfilter.guard_lines([vif], devfilter.PROGRAM_FILE)[0])
     return "\n".join(lines) + "\n"
 
 

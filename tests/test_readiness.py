@@ -271,8 +271,10 @@ def test_openvswitch_host_is_told_what_it_lacks(tmp_path, no_commands):
     backend = found["network backend"]
     assert backend["state"] == "ok"
     assert backend["detail"].startswith("openvswitch (/etc/xensource/network.conf)")
-    for tool in ("ovs-vsctl", "ovs-ofctl"):
+    for tool in ("ovs-vsctl", "ovs-ofctl", "tc"):
         assert found["%s tool" % tool]["state"] == "missing"
+    for option in readiness.OVS_KERNEL_OPTIONS:  # the guest ports' device filter
+        assert found["kernel option %s" % option]["state"] == "missing"
     assert found["iptables physdev match"]["state"] == "skipped"
     assert "openvswitch backend" in found["iptables physdev match"]["detail"]
     assert not readiness.is_ready(items)
@@ -285,6 +287,13 @@ def test_openvswitch_host_is_told_what_it_lacks(tmp_path, no_commands):
     for tool in ("ovs-vsctl", "ovs-ofctl"):
         write(root, "/usr/sbin/" + tool, "#!/bin/sh\n")
         os.chmod(os.path.join(root, "usr/sbin", tool), 0o755)
+    still = readiness.not_ready(readiness.check(Config(), root=root, run_commands=False))
+    assert sorted(i["item"] for i in still) == sorted(
+        ["tc tool"] + ["kernel option %s" % o for o in readiness.OVS_KERNEL_OPTIONS])
+    write(root, "/sbin/tc", "#!/bin/sh\n", 0o755)
+    config = dict((o, "y") for o in PACK_OPTIONS)
+    config.update(dict((o, "m") for o in readiness.OVS_KERNEL_OPTIONS))
+    write(root, "/proc/config.gz", gzip.compress(kernel_config(config).encode()))
     assert readiness.is_ready(readiness.check(Config(), root=root, run_commands=False))
 
 

@@ -23,7 +23,6 @@ from vifrules.ruleset import vif_mark
 TC = "tc"
 # Where an ingress qdisc and a clsact qdisc both take ingress filters.
 PARENT = "ffff:fff2"
-INGRESS_KINDS = ("ingress", "clsact")
 # Before Open vSwitch's own ingress policer (pref 49, a VIF's QoS), whose
 # "conform" would end the classification before a later filter runs.
 PREF = "9"
@@ -46,17 +45,17 @@ def handle(vif):
     return vif_mark(vif)
 
 
-def guard_lines(vifs, with_ingress, program):
+def guard_lines(vifs, program):
     """The 'tc -batch' lines that put the filter on the device of each of
-    vifs (VifName, in order): an ingress qdisc first where the device has
-    none that takes filters (with_ingress: the names that have one), then
-    the filter, replaced in place if it is there. Returns (lines, the VIF's
-    name of each)."""
+    vifs (VifName, in order): an ingress qdisc (replacing one keeps it and
+    its filters), then the filter, replaced in place if it is there.
+    Returns (lines, the VIF's name of each filter line, None for a qdisc
+    line: a device with a clsact qdisc refuses the replace, and that qdisc
+    takes the filter all the same; a device without either fails its filter)."""
     lines, owners = [], []
     for vif in vifs:
-        if vif.name not in with_ingress:
-            lines.append("qdisc add dev %s ingress" % vif.name)
-            owners.append(vif.name)
+        lines.append("qdisc replace dev %s ingress" % vif.name)
+        owners.append(None)
         lines.append("filter replace dev %s parent %s pref %s handle 0x%x protocol all "
                      "bpf da bytecode-file %s" % (vif.name, PARENT, PREF, handle(vif), program))
         owners.append(vif.name)
@@ -72,18 +71,6 @@ def removal_lines(devices):
 def reading_lines(vifs):
     """The lines that list the ingress filters of each of vifs' devices."""
     return ["filter show dev %s parent %s" % (vif.name, PARENT) for vif in vifs]
-
-
-def devices_with_ingress(text):
-    """'tc qdisc show' (every device) -> {device: 1} of those whose qdiscs
-    include an ingress or a clsact one."""
-    found = {}
-    for line in text.splitlines():
-        words = line.split()
-        if len(words) >= 5 and words[0] == "qdisc" and words[1] in INGRESS_KINDS \
-                and words[3] == "dev":
-            found[words[4]] = 1
-    return found
 
 
 def guarded(vifs, text):

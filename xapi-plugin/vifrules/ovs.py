@@ -184,19 +184,21 @@ class OvsEngine(object):
     def _guard(self, vifs):
         """Put the device filter (vifrules.devfilter) on the guest ports of
         vifs, before their flows let them send. If tc refuses one, the error
-        names the VIFs whose lines failed (vifs), as _transaction's."""
+        names the VIFs whose filter lines failed (vifs), as _transaction's."""
         if not vifs:
             return
-        with_ingress = devfilter.devices_with_ingress(self._run([devfilter.TC, "qdisc",
-                                                                 "show"])[1])
-        lines, owners = devfilter.guard_lines(vifs, with_ingress, devfilter.program_path())
+        lines, owners = devfilter.guard_lines(vifs, devfilter.program_path())
         result = self._run(TC_BATCH, "\n".join(lines) + "\n", False)
-        if result[0] != 0:
-            error = failure(TC_BATCH, result, self.config.command_timeout)
-            failing = [n - 1 for n in devfilter.failed_lines(result[2]) if 0 < n <= len(lines)]
-            error.vifs = _unique([owners[i] for i in failing])
-            error.context = _context(lines, failing)
-            raise error
+        if result[0] == 0:
+            return
+        failing = [n - 1 for n in devfilter.failed_lines(result[2]) if 0 < n <= len(lines)]
+        refused = [i for i in failing if owners[i] is not None]
+        if failing and not refused:
+            return  # only qdisc lines: their filters are in force
+        error = failure(TC_BATCH, result, self.config.command_timeout)
+        error.vifs = _unique([owners[i] for i in refused])
+        error.context = _context(lines, refused)
+        raise error
 
     def _guarded(self, vifs):
         """{name: True if its device filter is in force} for the guest ports
