@@ -181,6 +181,21 @@ def _pile_up(bed, env, log, guests):
     return [first] + rest
 
 
+def _one_fails_alone(bed, env, log, go, guests, failing):
+    """Pile guests up, let them go: failing exits with COMMAND_FAILED, every
+    other with 0. Returns failing's stderr."""
+    processes = _pile_up(bed, env, log, guests)
+    go.touch()
+    statuses, errors = {}, {}
+    for guest, process in zip(guests, processes):
+        out, err = process.communicate(timeout=120)
+        statuses[guest.port], errors[guest.port] = process.returncode, err
+    assert statuses.pop(failing) == 5, errors[failing]
+    assert "VIF_RULES_COMMAND_FAILED" in errors[failing]
+    assert set(statuses.values()) == {0}, errors
+    return errors[failing]
+
+
 def test_waiting_callers_are_committed_together(ovs, tmp_path):
     env, log, go, abort = _wrapped_ofctl(ovs, tmp_path)
     processes = _pile_up(ovs, env, log, STORM)
@@ -224,15 +239,7 @@ def test_an_invalid_change_fails_alone_and_changes_nothing(ovs, tmp_path):
 def test_a_bundle_refused_for_one_vif_leaves_the_others_protected(ovs, tmp_path):
     env, log, go, abort = _wrapped_ofctl(ovs, tmp_path, refuse="vif33.0")
     guests = [_guest(n) for n in range(30, 36)]
-    processes = _pile_up(ovs, env, log, guests)
-    go.touch()
-    statuses, errors = {}, {}
-    for guest, process in zip(guests, processes):
-        out, err = process.communicate(timeout=120)
-        statuses[guest.port], errors[guest.port] = process.returncode, err
-    assert statuses.pop("vif33.0") == 5, errors["vif33.0"]
-    assert "VIF_RULES_COMMAND_FAILED" in errors["vif33.0"]
-    assert set(statuses.values()) == {0}, errors
+    _one_fails_alone(ovs, env, log, go, guests, "vif33.0")
     # add lines, of them vif33.0's: the first alone; the group (refused, the
     # switch named vif33.0's flow); at once the others together without it
     # (their one extra commit); vif33.0 alone (refused); its fail-closed rebuild
@@ -260,15 +267,7 @@ def test_a_device_filter_refused_for_one_vif_leaves_the_others_protected(ovs, tm
     foreign = ["tc", "filter", "add", "dev", "vif42.0", "parent", "ffff:fff2", "pref", "9",
                "protocol", "all", "u32", "match", "u32", "0", "0", "classid", "1:1"]
     ovs.run("h", foreign)
-    processes = _pile_up(ovs, env, log, guests)
-    go.touch()
-    statuses, errors = {}, {}
-    for guest, process in zip(guests, processes):
-        out, err = process.communicate(timeout=120)
-        statuses[guest.port], errors[guest.port] = process.returncode, err
-    assert statuses.pop("vif42.0") == 5, errors["vif42.0"]
-    assert "VIF_RULES_COMMAND_FAILED" in errors["vif42.0"] and "tc" in errors["vif42.0"]
-    assert set(statuses.values()) == {0}, errors
+    assert "tc " in _one_fails_alone(ovs, env, log, go, guests, "vif42.0")
     assert not _own_flows(ovs, "vif42.0")
     assert not os.path.exists(os.path.join(ovs.state_dir, "vif42.0.json"))
     good = [g for g in guests if g.port != "vif42.0"]

@@ -141,12 +141,12 @@ PEER_BRIDGE = "vrpeer"
 
 def add_resident(bed, domids):
     """The resident VIFs: records in the state directory, patch ports on the
-    bridge (their peers on a bridge of their own), and a dummy device of the
+    bridge (their peers on a bridge of their own), and a tap device of the
     same name in dom0 for each, which takes its device filter (a patch port
     has no device; on a host each VIF's port is its device)."""
     workload.write_state(bed.state_dir, domids)
     bed.run("h", ["ip", "-batch", "-"], input="".join(
-        "link add %s type dummy\n" % workload.vif_name(domid) for domid in domids))
+        "tuntap add dev %s mode tap\n" % workload.vif_name(domid) for domid in domids))
     bed.vsctl("--may-exist", "add-br", PEER_BRIDGE, "--", "set", "bridge", PEER_BRIDGE,
               "datapath_type=netdev")
     for start in range(0, len(domids), PORTS_PER_TRANSACTION):
