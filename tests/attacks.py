@@ -156,7 +156,7 @@ def sniffing_frames():
 # ------------------------------------------------------------ sending them
 # (the bridge and the Open vSwitch suites send them alike)
 
-def send_and_count(bed, frames_by_sender, markers, points, seconds=1.5):
+def send_and_count(bed, frames_by_sender, markers, points, seconds=netbed.OBSERVE_SECONDS):
     """Send each sender's frames while sniffers at points count the markers."""
     sniffers = bed.observe(points, markers, seconds)
     try:
@@ -175,7 +175,7 @@ def run_attacks(bed):
     return send_and_count(bed, by_sender, [a.marker for a in ATTACKS], ALL_POINTS)
 
 
-def run_sniffing(bed, seconds=1.5):
+def run_sniffing(bed, seconds=netbed.OBSERVE_SECONDS):
     """The sniffing frames, counted at g1 and g2 (the caller forces the flood)."""
     by_sender = {}
     markers = []

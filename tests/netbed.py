@@ -21,6 +21,9 @@ HOST_RULES = os.path.join(TOP, "host-rules", "host_rules.py")
 FRAMES = os.path.join(TOP, "tests", "frames.py")
 
 BRIDGE = "xenbr0"
+# How long sniffers watch while frames are sent; longer in an emulated VM
+# (tests/test_ovs_kernel_datapath.py), where each sender starts slowly.
+OBSERVE_SECONDS = float(os.environ.get("VIF_RULES_TEST_OBSERVE_SECONDS", "1.5"))
 UPLINK_PORT = "eth1"
 DOM0_IP, DOM0_IP6, DOM0_MAC = "192.0.2.1", "2001:db8::1", "02:00:00:00:00:b0"
 UPLINK_IP, UPLINK_IP6, UPLINK_MAC = "192.0.2.254", "2001:db8::fe", "02:00:00:00:00:fe"
@@ -219,7 +222,7 @@ class NetBed(object):
         self.run(short, [sys.executable, FRAMES, "send", "eth0" if short != "h" else BRIDGE]
                  + [f.hex() for f in frames])
 
-    def observe(self, points, markers, seconds=1.5):
+    def observe(self, points, markers, seconds=OBSERVE_SECONDS):
         """Start a sniffer per point ('g2', 'up', 'h' = dom0); returns a Sniffers."""
         return Sniffers(self, points, markers, seconds)
 

@@ -22,6 +22,9 @@ from netbed import BRIDGE, DOM0_IP, DOM0_IP6, DOM0_MAC, UPLINK_PORT
 
 # Another Open vSwitch build (its bin and sbin first on PATH) brings its own schema.
 SCHEMA = os.environ.get("VIF_RULES_TEST_OVS_SCHEMA", "/usr/share/openvswitch/vswitch.ovsschema")
+# "netdev" (userspace, no kernel module) here; "system" (the kernel datapath,
+# as on a XenServer host) inside the VM of tests/test_ovs_kernel_datapath.py.
+DATAPATH = os.environ.get("VIF_RULES_TEST_OVS_DATAPATH", "netdev")
 DAEMONS = ("ovsdb-server", "ovs-vswitchd")
 # A flow's counters and ages in dump-flows, which change with traffic and time.
 STATISTICS = re.compile(r"\b(duration|n_packets|n_bytes|idle_age|hard_age|idle_timeout_left)=[^,\s]*,? ?")
@@ -88,7 +91,7 @@ class OvsBed(netbed.NetBed):
         self._wait_for(os.path.join(self.rundir, "db.sock"))
         self.vsctl("--no-wait", "init")
         self._start("ovs-vswitchd", ["unix:%s" % os.path.join(self.rundir, "db.sock")])
-        self.vsctl("add-br", BRIDGE, "--", "set", "bridge", BRIDGE, "datapath_type=netdev",
+        self.vsctl("add-br", BRIDGE, "--", "set", "bridge", BRIDGE, "datapath_type=" + DATAPATH,
                    "other-config:hwaddr=%s" % DOM0_MAC, "fail-mode=standalone")
         self._wait_for_link(BRIDGE)
         self.run("h", ["ethtool", "-K", BRIDGE, "tx", "off"], check=False)
