@@ -200,6 +200,16 @@ class NetBed(object):
                 return guest
         raise KeyError(port)
 
+    def device_filters(self, ports):
+        """{port: True if vif-rules' device filter (vifrules.devfilter) is on
+        its device in dom0}, read as the product reads it."""
+        from vifrules import devfilter
+        from vifrules.addresses import VifName
+        vifs = [VifName(port) for port in ports]
+        listing = self.run("h", [devfilter.TC, "-force", "-batch", "-"],
+                           input="\n".join(devfilter.reading_lines(vifs)) + "\n").stdout
+        return devfilter.guarded(vifs, listing)
+
     def protect_all(self):
         self.host_rules("start")
         for guest in self.guests:

@@ -16,7 +16,7 @@ import pytest
 import attacks
 import netbed
 import ovsbed
-from vifrules import devfilter, openflow
+from vifrules import openflow
 from vifrules.addresses import VifName
 
 FOREIGN_FLOWS = ("cookie=0x77,table=0,priority=10,in_port=1,actions=NORMAL",
@@ -118,35 +118,28 @@ def test_llc_snap_with_a_foreign_source_is_dropped(ovs):
     assert seen == {"up": {marker: 0}, "g2": {marker: 0}, "h": {marker: 0}}
 
 
-def _guarded(bed, ports):
-    vifs = [VifName(port) for port in ports]
-    listing = bed.run("h", [devfilter.TC, "-force", "-batch", "-"],
-                      input="\n".join(devfilter.reading_lines(vifs)) + "\n").stdout
-    return devfilter.guarded(vifs, listing)
-
-
 def test_every_guest_port_gets_its_device_filter_and_sync_restores_it(ovs):
     ovs.protect_all()
     ports = [g.port for g in ovs.guests]
     everywhere = dict((port, True) for port in ports)
-    assert _guarded(ovs, ports) == everywhere
+    assert ovs.device_filters(ports) == everywhere
     assert ovs.host_rules("status", check=False).returncode == 0
     # A VIF's QoS makes Open vSwitch replace the device's ingress qdisc (for
     # its policer): the filter goes with it, and status must say so.
     ovs.vsctl("set", "interface", ports[0], "ingress_policing_rate=10000")
     deadline = time.time() + 10
-    while _guarded(ovs, ports)[ports[0]] and time.time() < deadline:
+    while ovs.device_filters(ports)[ports[0]] and time.time() < deadline:
         time.sleep(0.1)
-    assert _guarded(ovs, ports)[ports[0]] is False, "OVS kept the ingress qdisc"
+    assert ovs.device_filters(ports)[ports[0]] is False, "OVS kept the ingress qdisc"
     status = ovs.host_rules("status", check=False)
     assert status.returncode == 3, status.stdout + status.stderr
     assert "%s is on record but its device filter is gone" % ports[0] in \
         status.stdout + status.stderr
     ovs.host_rules("sync")
-    assert _guarded(ovs, ports) == everywhere
+    assert ovs.device_filters(ports) == everywhere
     assert ovs.host_rules("status", check=False).returncode == 0
     ovs.host_rules("stop")
-    assert _guarded(ovs, ports) == dict((port, False) for port in ports)
+    assert ovs.device_filters(ports) == dict((port, False) for port in ports)
 
 
 def _solicitation(source, target):

@@ -58,14 +58,24 @@ class Switch(object):
                 result.append(found[1])
         return result
 
+    def guest_ports(self):
+        """The names of the guest ports (vif and tap devices), sorted."""
+        names = [name for name in self.where if _is_guest(name)]
+        names.sort()
+        return names
+
     def managed(self, trusted):
         """The bridges vif-rules keeps: those with a guest port or a trusted uplink."""
         result = []
         for name, (bridge, ofport) in self.where.items():
-            if (name[:3] in GUEST_KINDS or name in trusted) and bridge not in result:
+            if (_is_guest(name) or name in trusted) and bridge not in result:
                 result.append(bridge)
         result.sort()
         return result
+
+
+def _is_guest(name):
+    return name[:3] in GUEST_KINDS
 
 
 def _csv_rows(text):
@@ -644,9 +654,8 @@ class OvsEngine(object):
         for bridge in switch.bridges:
             self._transaction(bridge, openflow.delete_line(openflow.COOKIE_PREFIX,
                                                            openflow.COOKIE_MASK) + "\n")
-        guests = [name for name in switch.where if name[:3] in GUEST_KINDS]
+        guests = switch.guest_ports()
         if guests:  # a port without the filter makes its line fail: nothing to undo there
-            guests.sort()
             self._run(TC_BATCH, "\n".join(devfilter.removal_lines(guests)) + "\n", False)
         self.state.clear_pending([HOST])
         self.log("host flows removed: the forward path is OPEN")

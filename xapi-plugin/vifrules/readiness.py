@@ -373,15 +373,7 @@ def _tc_items(root, run_commands, options, source):
             items.append(_item("tc tool", MISSING, "tc at %s cannot run a BPF filter as a "
                                "direct action (iproute2 4.4 or later needed)" % path,
                                TC_PROVIDER))
-    for option in OVS_KERNEL_OPTIONS:
-        name = "kernel option %s" % option
-        if options is None:
-            items.append(_item(name, UNKNOWN, "no kernel config found (%s)"
-                               % ", ".join(source), KERNEL))
-        elif options.get(option) in ("y", "m"):
-            items.append(_item(name, OK, "=%s (%s)" % (options[option], source), KERNEL))
-        else:
-            items.append(_item(name, MISSING, "not set in %s" % source, KERNEL))
+    items.extend([_option_item(option, options, source) for option in OVS_KERNEL_OPTIONS])
     return items
 
 
@@ -437,31 +429,32 @@ def _ebtables_is_nft(cfg, root, versions):
 def _kernel_items(cfg, root, families, release, options, source, versions):
     items = [_kernel_source_item(release, options, source)]
     for option, needed_by in KERNEL_OPTIONS:
-        name = "kernel option %s" % option
         if needed_by is not None and not [f for f in needed_by if f in families]:
-            items.append(_item(name, SKIPPED, "needed only by %s, disabled in the config"
-                               % "/".join(needed_by), KERNEL))
+            items.append(_item("kernel option %s" % option, SKIPPED, "needed only by %s, "
+                               "disabled in the config" % "/".join(needed_by), KERNEL))
             continue
-        if options is None:
-            items.append(_item(name, UNKNOWN, "no kernel config found (%s)"
-                               % ", ".join(source), KERNEL))
-            continue
-        value = options.get(option)
-        if value in ("y", "m"):
-            items.append(_item(name, OK, "=%s (%s)" % (value, source), KERNEL))
-            continue
-        if value is None:
-            found = "absent from %s" % source
-        else:
-            found = "is not set in %s" % source
-        if (option in NFT_EBTABLES_REPLACES and options.get("CONFIG_NF_TABLES_BRIDGE") in ("y", "m")
+        item = _option_item(option, options, source)
+        if (item["state"] == MISSING and option in NFT_EBTABLES_REPLACES
+                and options.get("CONFIG_NF_TABLES_BRIDGE") in ("y", "m")
                 and _ebtables_is_nft(cfg, root, versions)):
-            items.append(_item(name, OK, "%s; CONFIG_NF_TABLES_BRIDGE=%s serves the "
-                               "configured ebtables-nft instead"
-                               % (found, options["CONFIG_NF_TABLES_BRIDGE"]), KERNEL))
-            continue
-        items.append(_item(name, MISSING, found, KERNEL))
+            item = _item(item["item"], OK, "%s; CONFIG_NF_TABLES_BRIDGE=%s serves the "
+                         "configured ebtables-nft instead"
+                         % (item["detail"], options["CONFIG_NF_TABLES_BRIDGE"]), KERNEL)
+        items.append(item)
     return items
+
+
+def _option_item(option, options, source):
+    """One kernel option, read from the kernel's config (None: none found)."""
+    name = "kernel option %s" % option
+    if options is None:
+        return _item(name, UNKNOWN, "no kernel config found (%s)" % ", ".join(source), KERNEL)
+    value = options.get(option)
+    if value in ("y", "m"):
+        return _item(name, OK, "=%s (%s)" % (value, source), KERNEL)
+    if value is None:
+        return _item(name, MISSING, "absent from %s" % source, KERNEL)
+    return _item(name, MISSING, "is not set in %s" % source, KERNEL)
 
 
 def _kernel_source_item(release, options, source):
